@@ -1,0 +1,136 @@
+"""The scales — ``smoke`` / ``mini`` / ``paper`` — as plain dataclass instances.
+
+* ``smoke``: seconds to minutes on 2 CPU cores (CI); proves the pipeline, not the science.
+* ``mini``: the CPU reproduction on the offline mirror (tiny OPT models, byte-level BPE trained on
+  the mirror), where the paper's qualitative findings should show.
+* ``paper``: the paper's models, data sizes and hyperparameters (GPU box with the hub).
+
+``preset(experiment, scale, **overrides)`` returns a preset with any field replaced; nested
+fields are addressed with ``__`` (``train__steps=100``).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from .methods.untrac import UnlearnConfig
+from .models import ModelSpec
+from .training import TrainConfig
+
+SCALES = ("smoke", "mini", "paper")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """A BPE trained on ``docs_per_corpus`` documents of each mirror corpus (ignored for hub tokenizers)."""
+
+    docs_per_corpus: int = 400
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Stand-in for the pretraining a hub checkpoint would bring (mini/smoke synthetic runs).
+
+    The small model is first trained as a language model on ``blocks_per_corpus`` blocks of
+    ``block_size`` tokens from each mirror corpus, so that it has some language before fine-tuning
+    (a model trained from scratch on the synthetic tasks never links "comes after" to "succeeds").
+    """
+
+    block_size: int = 128
+    blocks_per_corpus: int = 400
+    train: TrainConfig = TrainConfig(steps=1000, batch_size=16, lr=1e-3, seed=0)
+
+
+@dataclass(frozen=True)
+class SyntheticPreset:
+    """Sec. 5.1: fine-tune on the four synthetic training sets, trace their influence on the test set."""
+
+    scale: str
+    model: ModelSpec
+    pretrain: PretrainConfig | None
+    tokenizer: TokenizerConfig
+    n_examples: int
+    train: TrainConfig
+    untrac: UnlearnConfig
+    untrac_inv: UnlearnConfig
+    runs: int
+    families: tuple[str, ...] = ("A", "B")
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_length: int = 96
+
+
+_SYN_BASELINES_SMALL = {
+    "GradDot": {}, "GradCos": {}, "TracIn": {},
+    "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 256},
+    "HIF (Arnoldi)": {"n_iters": 25, "top_p": 25, "hessian_examples": 256},
+}
+
+SYNTHETIC: dict[str, SyntheticPreset] = {
+    "smoke": SyntheticPreset(
+        scale="smoke",
+        model=ModelSpec(arch="opt", n_layers=1, d_model=32, n_heads=2, d_ff=64, max_positions=128, vocab_size=400),
+        pretrain=PretrainConfig(block_size=32, blocks_per_corpus=16, train=TrainConfig(steps=20, batch_size=8, lr=1e-3)),
+        tokenizer=TokenizerConfig(docs_per_corpus=20),
+        n_examples=16,
+        train=TrainConfig(steps=20, batch_size=8, lr=1e-3, checkpoint_every=10),
+        untrac=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=4, epochs=1, eval_every=2),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=None, steps=4, eval_every=2),
+        runs=2,
+        families=("A", "B"),
+        baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
+                   "HIF (LiSSA)": {"iterations": 3, "hessian_examples": 8},
+                   "HIF (Arnoldi)": {"n_iters": 4, "top_p": 3, "hessian_examples": 8}},
+    ),
+    "mini": SyntheticPreset(
+        scale="mini",
+        model=ModelSpec(arch="opt", n_layers=4, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=4096),
+        pretrain=PretrainConfig(block_size=128, blocks_per_corpus=400, train=TrainConfig(steps=1500, batch_size=16, lr=1e-3)),
+        tokenizer=TokenizerConfig(docs_per_corpus=400),
+        n_examples=256,
+        train=TrainConfig(steps=512, batch_size=16, lr=5e-4, checkpoint_every=128),
+        untrac=UnlearnConfig(optimizer="adam", lr=5e-4, batch_size=1, epochs=1, eval_every=16),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-4, batch_size=None, steps=50, eval_every=5),
+        runs=4,
+        baselines=_SYN_BASELINES_SMALL,
+    ),
+    "paper": SyntheticPreset(
+        scale="paper",
+        model=ModelSpec(name="google/t5-xl-lm-adapt", pretrained=True, tokenizer="google/t5-xl-lm-adapt"),
+        pretrain=None,
+        tokenizer=TokenizerConfig(),
+        n_examples=256,
+        train=TrainConfig(steps=512, batch_size=2, lr=5e-5, optimizer="adafactor", clip=1.0, seed=42, checkpoint_every=128),
+        untrac=UnlearnConfig(optimizer="adafactor", lr=5e-5, batch_size=1, epochs=1, eval_every=16),
+        untrac_inv=UnlearnConfig(optimizer="adafactor", lr=5e-5, batch_size=None, steps=50, eval_every=5),
+        runs=4,
+        baselines=_SYN_BASELINES_SMALL,
+        max_length=128,
+    ),
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"synthetic": SYNTHETIC}
+
+
+def _replace(obj: Any, path: list[str], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace(getattr(obj, path[0]), path[1:], value)})
+
+
+def preset(experiment: str, scale: str, **overrides: Any) -> Any:
+    """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested)."""
+    if experiment not in PRESETS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {sorted(PRESETS)}")
+    table = PRESETS[experiment]
+    if scale not in table:
+        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(table)}")
+    out = table[scale]
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        try:
+            out = _replace(out, key.split("__"), value)
+        except (TypeError, AttributeError) as err:
+            raise ValueError(f"cannot override {key!r} in the {experiment}/{scale} preset: {err}") from err
+    return out
