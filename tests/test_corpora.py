@@ -67,7 +67,8 @@ def test_corpora_registry_in_paper_order():
     files = {name: spec.mirror_file for name, spec in CORPORA.items()}
     assert files == {"Pile-CC": "corpora/web_mix.jsonl", "OpenWebText2": "corpora/reviews.jsonl",
                      "CCNewsV2": "corpora/news.jsonl", "BookCorpus": "corpora/books_fiction.jsonl",
-                     "Stories": "corpora/blogs.jsonl", "PJ Gutenberg": "corpora/books_classic.jsonl",
+                     "Stories": "corpora/blogs.jsonl",
+                     "PJ Gutenberg": "corpora/books_classic.jsonl",
                      "HackerNews": "corpora/forum.jsonl", "Wikipedia": "corpora/wikipedia.jsonl"}
     pile = {n: CORPORA[n].hub for n in ["Pile-CC", "OpenWebText2", "PJ Gutenberg", "HackerNews",
                                         "Wikipedia"]}

@@ -1,4 +1,4 @@
-"""Tests of untrac.data.mirror: reading/validating the JSON Lines mirror, hub errors, writing a mirror.
+"""Tests of untrac.data.mirror: reading and validating the mirror, hub errors, writing a mirror.
 
 The writer is tested against a fake ``datasets.load_dataset`` (no internet here) that serves
 hub-shaped rows; the written mirror is then read back through the normal loaders.
@@ -217,7 +217,8 @@ def test_write_mirror_round_trip(fake_hub, monkeypatch, tmp_path):
 
     wino = read_jsonl("testsets/winobias.jsonl")
     assert len(wino) == 12  # 6 sentences x {dev, test}
-    assert wino[0]["text"] == "The developer argued with the designer because he didn't like the design."
+    assert wino[0]["text"] == ("The developer argued with the designer because he didn't like "
+                               "the design.")
     assert wino[0]["marked"].startswith("[The developer] argued") and "[he]" in wino[0]["marked"]
     assert {r["split"] for r in wino} == {"dev", "test"} and {r["type"] for r in wino} == {1, 2}
     wb = testsets.load_winobias()

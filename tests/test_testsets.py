@@ -82,7 +82,9 @@ def test_winobias_subsets_and_pronoun_split():
         else:
             assert male.search(row["target"]) and not female.search(row["target"]), row
     texts = set(full["target"])
-    assert "The salesperson knows very little about the teacher since she he did not visit the school." not in texts
+    typo = ("The salesperson knows very little about the teacher since she he did not visit "
+            "the school.")
+    assert typo not in texts  # the one sentence with both pronoun genders is excluded
     default = load_winobias()
     assert _counts(default) == {name: 256 for name in WINOBIAS_SUBSETS}
     assert default["target"] == load_winobias(seed=0)["target"]
@@ -127,7 +129,7 @@ def test_load_testset_registry():
 
 
 def test_load_testset_unknown_name():
-    with pytest.raises(ValueError, match="unknown test set 'toxicity'.*toxigen, winobias, truthfulqa"):
+    with pytest.raises(ValueError, match="'toxicity'.*toxigen, winobias, truthfulqa"):
         load_testset("toxicity")
 
 

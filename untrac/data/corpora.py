@@ -45,8 +45,10 @@ CORPORA: Mapping[str, CorpusSpec] = MappingProxyType({spec.name: spec for spec i
                HubSource("vblagoje/cc_news", "plain_text"),  # the hub's `cc_news`, as Parquet
                "BBC news articles 2004-05"),
     CorpusSpec("BookCorpus", "corpora/books_fiction.jsonl",
+               # script-based repository: read the hub's Parquet conversion.  Its rows are single
+               # sentences, so pack_blocks puts an EOS after every sentence.
                HubSource("bookcorpus/bookcorpus", "plain_text",
-                         revision="refs/convert/parquet"),  # script-based: use the conversion
+                         revision="refs/convert/parquet"),
                "genre fiction from Project Gutenberg"),
     CorpusSpec("Stories", "corpora/blogs.jsonl", HubSource("lucadiliello/STORIES"),
                "first-person blog posts (Blog Authorship Corpus)"),
@@ -75,7 +77,8 @@ DIFFERENT_SIZE_BLOCKS: Mapping[str, int] = MappingProxyType({
 """Blocks per corpus in the paper's different-size setting (Section 5.2)."""
 
 DIFFERENT_SIZE_PROPORTIONS: Mapping[str, float] = MappingProxyType({
-    name: count / sum(DIFFERENT_SIZE_BLOCKS.values()) for name, count in DIFFERENT_SIZE_BLOCKS.items()
+    name: count / sum(DIFFERENT_SIZE_BLOCKS.values())
+    for name, count in DIFFERENT_SIZE_BLOCKS.items()
 })
 """Share of each corpus in the different-size setting: 30/20/15/10/10/5/5/5 %."""
 
@@ -95,7 +98,8 @@ def corpus_spec(name: str) -> CorpusSpec:
 
 
 def corpus_records(name: str, *, max_docs: int | None = None, max_chars: int | None = None,
-                   origin: Origin = "auto", source: HubSource | None = None) -> list[dict[str, str]]:
+                   origin: Origin = "auto",
+                   source: HubSource | None = None) -> list[dict[str, str]]:
     """Documents of corpus ``name`` as mirror records ``{"text": str, "source": str}``.
 
     Reads the mirror file or streams the hub source (``source`` overrides ``CORPORA[name].hub``),
@@ -120,7 +124,9 @@ def _take(rows: Iterable[Mapping[str, Any]], text_field: str, default_source: st
           max_docs: int | None, max_chars: int | None) -> Iterator[dict[str, str]]:
     docs = chars = 0
     for row in rows:
-        if (max_docs is not None and docs >= max_docs) or (max_chars is not None and chars >= max_chars):
+        if max_docs is not None and docs >= max_docs:
+            return
+        if max_chars is not None and chars >= max_chars:
             return
         if text_field not in row:
             raise ValueError(f"hub rows have no text field {text_field!r} (fields: {sorted(row)}); "
@@ -245,7 +251,8 @@ def sample_rows(dataset, n: int, seed: int = 0):
     """
     if not 0 <= n <= len(dataset):
         raise ValueError(f"cannot sample {n} rows from a dataset of {len(dataset)}")
-    return dataset.select(np.sort(np.random.default_rng(seed).choice(len(dataset), n, replace=False)))
+    chosen = np.random.default_rng(seed).choice(len(dataset), n, replace=False)
+    return dataset.select(np.sort(chosen))
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,8 +280,8 @@ def different_sizes(total_blocks: int, corpora: Sequence[str] | None = None) -> 
         counts[i] += 1
     if counts.min() < 1:
         raise ValueError(f"total_blocks={total_blocks} too small: some corpus would get no block "
-                         f"({dict(zip(names, counts.tolist()))})")
-    return dict(zip(names, counts.tolist()))
+                         f"({dict(zip(names, counts.tolist(), strict=True))})")
+    return dict(zip(names, counts.tolist(), strict=True))
 
 
 def corpus_seed(seed: int, name: str) -> int:

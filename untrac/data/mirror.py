@@ -92,12 +92,13 @@ def mirror_file(relpath: str) -> Path | None:
 
 
 def use_mirror(origin: Origin = "auto") -> bool:
-    """Whether a loader called with ``origin`` reads the mirror (``True``) or the hub (``False``)."""
+    """Whether a loader called with ``origin`` reads the mirror (``True``) or the hub."""
     if origin == "auto":
         return data_dir() is not None
     if origin == "mirror":
         if data_dir() is None:
-            raise MirrorError(f"origin='mirror' but {ENV_VAR} is unset; point it at the data mirror.")
+            raise MirrorError(f"origin='mirror' but {ENV_VAR} is unset; point it at the data "
+                              f"mirror.")
         return True
     if origin == "hub":
         return False
@@ -140,10 +141,11 @@ def read_jsonl(relpath: str, required: FieldTypes | None = None) -> list[dict[st
                                   f"{sorted(record)}); rewrite the mirror with `python -m "
                                   f"untrac.data.mirror`.")
             value = record[field]
-            if not isinstance(value, types) or isinstance(value, bool) and bool not in _as_tuple(types):
+            is_bool = isinstance(value, bool) and bool not in _as_tuple(types)  # bool is an int
+            if not isinstance(value, types) or is_bool:
                 raise MirrorError(f"{path}, line {lineno}: field {field!r} has type "
                                   f"{type(value).__name__}, expected {_type_names(types)}.")
-        checked.append(dict(record))
+        checked.append({k: list(v) if isinstance(v, list) else v for k, v in record.items()})
     return checked
 
 
@@ -248,8 +250,8 @@ point `UNTRAC_DATA_DIR` at this directory to work offline.  Written from the Hug
 
 
 def write_mirror(out_dir: str | Path, *, corpora: Sequence[str] | None = None,
-                 corpora_max_docs: int | None = 20_000,
-                 corpora_max_chars: int | None = 50_000_000,
+                 corpora_max_docs: int | None = None,
+                 corpora_max_chars: int | None = 20_000_000,
                  testsets: Sequence[str] | None = ("toxigen", "winobias", "truthfulqa"),
                  toxigen_max_per_group: int | None = 4_000, seed: int = 0,
                  overwrite: bool = False,
@@ -258,8 +260,10 @@ def write_mirror(out_dir: str | Path, *, corpora: Sequence[str] | None = None,
 
     Writes ``corpora/<file>.jsonl`` (records ``{"text", "source"}``) for each corpus of
     :data:`untrac.data.corpora.CORPORA` (or the names in ``corpora``), keeping the first
-    ``corpora_max_docs`` documents and at most ``corpora_max_chars`` characters of each (``None``:
-    no limit; the paper's 40,000 blocks of 1,024 tokens need about 160 M characters per corpus),
+    ``corpora_max_docs`` documents and about ``corpora_max_chars`` characters of each (``None``:
+    no limit).  The default 20 M characters give roughly 5 M tokens (~5,000 blocks of 1,024) per
+    corpus; the paper's 40,000 blocks need about 170 M characters per corpus (400 M for Pile-CC in
+    the different-size setting).  BookCorpus rows are single sentences, so cap it by characters.
     and ``testsets/<name>.jsonl`` in the schema of the shipped mirror for each name in
     ``testsets``.  ToxiGen keeps only the toxic (``prompt_label == 1``) generations, at most
     ``toxigen_max_per_group`` per target group (sampled with ``seed``).  The ``wordnet/`` files of
@@ -329,10 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="directory to write the mirror into")
     parser.add_argument("--corpora", nargs="*", default=None, metavar="NAME",
                         help="corpus names (default: all eight; none with an empty list)")
-    parser.add_argument("--corpora-max-docs", type=_optional_int, default=20_000,
-                        help="documents kept per corpus ('none': all; default 20000)")
-    parser.add_argument("--corpora-max-chars", type=_optional_int, default=50_000_000,
-                        help="characters kept per corpus ('none': all; default 5e7)")
+    parser.add_argument("--corpora-max-docs", type=_optional_int, default=None,
+                        help="documents kept per corpus ('none': no limit, the default)")
+    parser.add_argument("--corpora-max-chars", type=_optional_int, default=20_000_000,
+                        help="characters kept per corpus ('none': no limit; default 2e7, about "
+                             "5M tokens; the paper's 40k blocks of 1024 tokens need ~1.7e8)")
     parser.add_argument("--testsets", nargs="*", default=["toxigen", "winobias", "truthfulqa"],
                         metavar="NAME", help="test sets (default: all three)")
     parser.add_argument("--toxigen-max-per-group", type=_optional_int, default=4_000,

@@ -173,7 +173,8 @@ def _toxigen_raw(origin: Origin = "auto", source: ToxigenSource = TOXIGEN_SOURCE
         by_group: dict[str, list[dict[str, Any]]] = {}
         for record in records:
             by_group.setdefault(record["group"], []).append(record)
-        records = [r for g in sorted(by_group) for r in _sample(by_group[g], max_per_group, seed, g)]
+        records = [record for group in sorted(by_group)
+                   for record in _sample(by_group[group], max_per_group, seed, group)]
     return records
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch import nn
 
 from untrac.methods.gradients import (
@@ -79,7 +80,8 @@ def hvp(
     vs = unflatten(vector.detach(), ps)
     total: torch.Tensor | None = None
     n_examples = 0
-    with eval_mode(model), torch.enable_grad():
+    # Fused attention kernels (flash / memory-efficient SDPA) have no double backward: use the math one.
+    with eval_mode(model), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         for batch in batches:
             losses = _per_example_losses(model, loss_fn, batch)
             if losses.numel() == 0:
