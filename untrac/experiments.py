@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
@@ -19,7 +21,7 @@ from . import cache
 from .data.batching import encode
 from .data.synthetic import synthetic_task
 from .methods import METHODS, Influence, attribute, ground_truth
-from .models import ModelSpec, build_model, build_tokenizer, is_encoder_decoder
+from .models import ModelSpec, build_model, build_tokenizer, dataset_loss, eval_batches, is_encoder_decoder
 from .presets import PretrainConfig, SyntheticPreset, TokenizerConfig
 from .training import Trained, leave_dataset_out, train
 
@@ -110,16 +112,43 @@ def synthetic_run(
     return out
 
 
+def synthetic_setup(preset: SyntheticPreset, progress: bool = True) -> tuple[Any, nn.Module]:
+    """The tokenizer and the model fine-tuning starts from (both cached on disk)."""
+    tokenizer = project_tokenizer(preset.model, preset.tokenizer)
+    return tokenizer, pretrained_base(preset.model, preset.pretrain, tokenizer, progress)
+
+
 def synthetic_experiment(preset: SyntheticPreset, methods: Sequence[str] = ("UnTrac", "UnTrac-Inv"),
                          progress: bool = True) -> dict[str, list[dict[str, Influence]]]:
     """All runs of both families: ``{family: [run results]}`` (tokenizer and base model shared)."""
-    tokenizer = project_tokenizer(preset.model, preset.tokenizer)
-    base = pretrained_base(preset.model, preset.pretrain, tokenizer, progress)
+    tokenizer, base = synthetic_setup(preset, progress)
     return {
         family: [synthetic_run(preset, family, r, tokenizer, base, methods, progress)
                  for r in tqdm(range(preset.runs), desc=f"family {family}", disable=not progress)]
         for family in preset.families
     }
+
+
+def synthetic_noise_floor(preset: SyntheticPreset, seeds: Sequence[int] = (0, 1, 2), progress: bool = True) -> pd.DataFrame:
+    """Is the ground truth above the noise? Per family, on run 0's data:
+
+    ``seed_std`` — std of the test loss of theta_0 re-trained with other data-order seeds;
+    ``truth_std`` — std across the K training sets of the leave-dataset-out influence (seed 0).
+    The truth is informative when ``truth_std`` clearly exceeds ``seed_std``.
+    """
+    tokenizer, base = synthetic_setup(preset, progress)
+    pad = tokenizer.pad_token_id
+    rows = []
+    for family in preset.families:
+        _, train_sets, test_sets = synthetic_data(preset, family, 0, tokenizer, base)
+        losses = [dataset_loss(train(base, train_sets, _with_seed(preset.train, s), pad, progress=progress).model,
+                               eval_batches(test_sets["test"], tokenizer, base)) for s in seeds]
+        trained, cfs = leave_dataset_out(base, train_sets, _with_seed(preset.train, 0), pad, progress=progress)
+        truth = ground_truth(trained.model, {k: t.model for k, t in cfs.items()}, test_sets, pad).values[:, 0]
+        rows.append({"family": family, "seeds": len(seeds), "test_loss_mean": float(np.mean(losses)),
+                     "seed_std": float(np.std(losses, ddof=1)), "truth_std": float(np.std(truth, ddof=1)),
+                     "truth_min": float(truth.min()), "truth_max": float(truth.max())})
+    return pd.DataFrame(rows)
 
 
 def _with_seed(config: Any, seed: int) -> Any:
@@ -129,4 +158,5 @@ def _with_seed(config: Any, seed: int) -> Any:
 
 
 __all__ = ["project_tokenizer", "pretrained_base", "synthetic_data", "synthetic_run", "synthetic_experiment",
+           "synthetic_setup", "synthetic_noise_floor",
            "cached_attribute"]

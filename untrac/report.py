@@ -108,3 +108,26 @@ def plot_correlations(frame: pd.DataFrame, value: str = "pearson", col: str | No
     for ax in grid.axes.flat:
         ax.axhline(0, color="black", lw=0.8)
     return grid.figure
+
+
+def example_rows(sets: Mapping[str, Mapping[str, object]], per_subset: int = 1) -> pd.DataFrame:
+    """Table 1: the first ``per_subset`` examples of every subset of every family (prompt -> target)."""
+    rows = []
+    for family, parts in sets.items():
+        for subset, ds in parts.items():
+            for i in range(min(per_subset, len(ds))):
+                rows.append({"family": family, "subset": subset, "input": ds[i]["prompt"], "output": ds[i]["target"].strip()})
+    return pd.DataFrame(rows)
+
+
+def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """What each method spent, per family and run (seconds, examples through forward/backward, peak memory)."""
+    rows = []
+    for family, family_runs in runs.items():
+        for r, results in enumerate(family_runs):
+            for method, inf in results.items():
+                if inf.cost.seconds:
+                    rows.append({"family": family, "run": r, "method": method, "seconds": inf.cost.seconds,
+                                 "forward_examples": inf.cost.forward_examples,
+                                 "backward_examples": inf.cost.backward_examples, "peak_memory_mb": inf.cost.peak_memory_mb})
+    return pd.DataFrame(rows)
