@@ -30,6 +30,10 @@ def test_cache_returns_identical_model_without_training(tiny, monkeypatch):
     assert not _same(first.model, model)  # it did train, and init is untouched
 
 
+class Interrupted(Exception):
+    """Stands in for a run killed half-way (Ctrl-C, a lost machine)."""
+
+
 def test_interrupted_training_resumes_bit_for_bit(tiny, monkeypatch, tmp_path):
     from untrac import training
 
@@ -40,11 +44,11 @@ def test_interrupted_training_resumes_bit_for_bit(tiny, monkeypatch, tmp_path):
     def dying(*args):
         calls.append(1)
         if len(calls) == 8:  # after the resume point at step 5
-            raise KeyboardInterrupt
+            raise Interrupted
         return real(*args)
 
     monkeypatch.setattr(training, "batch_loss", dying)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted):
         training.train(model, train_sets, _cfg(), pad, progress=False)
     calls.clear()
     monkeypatch.setattr(training, "batch_loss", lambda *a: (calls.append(1), real(*a))[1])
