@@ -89,8 +89,10 @@ SYNTHETIC: dict[str, SyntheticPreset] = {
         tokenizer=TokenizerConfig(docs_per_corpus=400),
         n_examples=256,
         train=TrainConfig(steps=512, batch_size=16, lr=5e-4, checkpoint_every=128),
-        untrac=UnlearnConfig(optimizer="adam", lr=5e-4, batch_size=1, epochs=1, eval_every=16),
-        untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-4, batch_size=None, steps=50, eval_every=5),
+        # the paper's unlearning learning rate (Sec. 5): with the fine-tuning lr (5e-4), one epoch of
+        # ascent at batch 1 overshoots — every loss explodes by 40-80 nats (see the README's notes)
+        untrac=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=1, epochs=1, eval_every=16),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=None, steps=50, eval_every=5),
         runs=4,
         baselines=_SYN_BASELINES_SMALL,
     ),
@@ -134,3 +136,115 @@ def preset(experiment: str, scale: str, **overrides: Any) -> Any:
         except (TypeError, AttributeError) as err:
             raise ValueError(f"cannot override {key!r} in the {experiment}/{scale} preset: {err}") from err
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Section 5.2: tracing influential pretraining corpora (notebook 02)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CorporaPreset:
+    """Sec. 5.2: train a decoder from scratch on eight corpora, trace their influence on test sets.
+
+    * ``blocks_per_corpus`` blocks of ``block_size`` tokens per corpus in the ``equal`` setting; the
+      ``different`` setting splits the same total by the paper's 30/20/15/10/10/5/5/5 %.
+    * ``train`` is the (fixed-step) training of the base model and of every leave-one-corpus-out
+      counterfactual; ``anneal``, when set, continues each of them for a few more steps at a lower
+      learning rate (a cheap learning-rate decay: it lowers the seed-to-seed noise of the final
+      test losses at ``mini`` scale; the paper trains at a constant rate, ``anneal=None``).
+    * Each of the ``runs`` draws ``sample_blocks`` training blocks per corpus (seed = run) to
+      estimate influence with (the paper: 10,000 of 40,000), and ``test_examples`` examples per
+      test subset (paper: 256).
+    * ``noise_seeds``: the base model of the ``equal`` setting is also trained with these other
+      data-order seeds, to measure how much the test losses move by chance (the noise floor).
+    * ``classic``: also train the classic leave-dataset-out variant (fewer steps; Appendix A.1,
+      Figure 4) in the ``different`` setting.
+    * ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
+    """
+
+    scale: str
+    model: ModelSpec
+    tokenizer: TokenizerConfig
+    block_size: int
+    blocks_per_corpus: int
+    train: TrainConfig
+    anneal: TrainConfig | None
+    sample_blocks: int
+    test_examples: int
+    untrac: UnlearnConfig
+    untrac_inv: UnlearnConfig
+    runs: int = 4
+    settings: tuple[str, ...] = ("equal", "different")
+    testsets: tuple[str, ...] = ("toxigen", "winobias", "truthfulqa")
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    noise_seeds: tuple[int, ...] = (1,)
+    classic: bool = True
+    device: str = "cpu"
+    max_docs: dict[str, int] | None = None  # documents streamed per corpus from the hub (paper scale)
+
+
+_OPT_125M = "facebook/opt-125m"
+
+CORPORA: dict[str, CorporaPreset] = {
+    "smoke": CorporaPreset(
+        scale="smoke",
+        model=ModelSpec(arch="opt", n_layers=1, d_model=32, n_heads=2, d_ff=64, max_positions=128, vocab_size=400),
+        tokenizer=TokenizerConfig(docs_per_corpus=20),
+        block_size=32,
+        blocks_per_corpus=16,
+        train=TrainConfig(steps=8, batch_size=4, lr=3e-3, checkpoint_every=4),
+        anneal=TrainConfig(steps=2, batch_size=4, lr=3e-4, checkpoint_every=2),
+        sample_blocks=3,
+        test_examples=2,
+        untrac=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=1, epochs=1, eval_every=2),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=None, epochs=2, eval_every=1),
+        runs=2,
+        baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
+                   "HIF (LiSSA)": {"iterations": 2, "hessian_examples": 4},
+                   "HIF (Arnoldi)": {"n_iters": 3, "top_p": 2, "hessian_examples": 4}},
+        max_docs={name: 20 for name in ("Pile-CC", "OpenWebText2", "CCNewsV2", "BookCorpus", "Stories",
+                                        "PJ Gutenberg", "HackerNews", "Wikipedia")},
+    ),
+    "mini": CorporaPreset(
+        scale="mini",
+        model=ModelSpec(arch="opt", n_layers=2, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=4096),
+        tokenizer=TokenizerConfig(docs_per_corpus=400),  # the BPE notebook 01 uses
+        block_size=64,
+        blocks_per_corpus=1200,
+        train=TrainConfig(steps=1000, batch_size=8, lr=3e-3, checkpoint_every=250),
+        anneal=TrainConfig(steps=250, batch_size=8, lr=3e-4, checkpoint_every=250),
+        sample_blocks=128,
+        test_examples=64,
+        untrac=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=1, epochs=1, eval_every=32),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=None, epochs=5),
+        runs=4,
+        baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
+                   "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 16},
+                   "HIF (Arnoldi)": {"n_iters": 30, "top_p": 20, "hessian_examples": 32}},
+    ),
+    "paper": CorporaPreset(
+        scale="paper",
+        model=ModelSpec(name=_OPT_125M, pretrained=False, tokenizer=_OPT_125M),  # OPT-125M config, random init
+        tokenizer=TokenizerConfig(),
+        block_size=1024,
+        blocks_per_corpus=40_000,
+        train=TrainConfig(steps=40_000, batch_size=8, lr=5e-5, optimizer="adamw", clip=1.0, checkpoint_every=5_000),
+        anneal=None,
+        sample_blocks=10_000,
+        test_examples=256,
+        untrac=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=1, epochs=1, eval_every=1_000),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=None, epochs=5, eval_every=1),
+        runs=4,
+        baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
+                   "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 256},
+                   "HIF (Arnoldi)": {"n_iters": 200, "top_p": 100, "hessian_examples": 256, "basis_device": "cpu"}},
+        device="auto",
+        # Hub documents to stream per corpus: ~1.5x what the largest setting needs, from rough mean
+        # document lengths (BookCorpus rows are single sentences, PG-19 rows whole books).
+        max_docs={"Pile-CC": 150_000, "OpenWebText2": 120_000, "CCNewsV2": 120_000, "BookCorpus": 4_500_000,
+                  "Stories": 20_000, "PJ Gutenberg": 1_000, "HackerNews": 80_000, "Wikipedia": 100_000},
+    ),
+}
+
+PRESETS["corpora"] = CORPORA

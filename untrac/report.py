@@ -131,3 +131,102 @@ def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.Data
                                  "forward_examples": inf.cost.forward_examples,
                                  "backward_examples": inf.cost.backward_examples, "peak_memory_mb": inf.cost.peak_memory_mb})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# Section 5.2 (notebook 02): pretraining corpora
+# ----------------------------------------------------------------------------------------------
+
+TABLE35_COLUMNS = ["toxigen/equal", "winobias/equal", "truthfulqa/equal",
+                   "toxigen/different", "winobias/different", "truthfulqa/different"]
+
+
+def corpora_table(corr: pd.DataFrame, value: str = "pearson", digits: int = 3) -> pd.DataFrame:
+    """Table 3/5 layout: one row per method, columns ``<testset>/<setting>``, cells 'mean ± std' over runs."""
+    frame = corr.assign(column=corr["testset"] + "/" + corr["setting"])
+    table = mean_std(frame, "method", "column", value, digits)
+    cols = [c for c in TABLE35_COLUMNS if c in table.columns] + [c for c in table.columns if c not in TABLE35_COLUMNS and c != "method"]
+    return table[["method", *cols]]
+
+
+def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Interleave our cells with the paper's: for every column ``c``, ``c`` then ``c (paper)``."""
+    merged = ours.merge(paper, on="method", how="outer", suffixes=("", " (paper)"), sort=False)
+    cols = ["method"]
+    for c in ours.columns[1:]:
+        cols += [c] + ([f"{c} (paper)"] if f"{c} (paper)" in merged.columns else [])
+    order = {m: i for i, m in enumerate(list(ours["method"]) + list(paper["method"]))}
+    return merged[cols].sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def plot_noise_floor(frame: pd.DataFrame) -> plt.Figure:
+    """Bars: spread of the ground truth across corpora vs the change a new training seed makes."""
+    long = frame.melt(id_vars=["testset"], value_vars=["corpus_spread", "seed_change"], var_name="quantity", value_name="nats")
+    long["quantity"] = long["quantity"].map({"corpus_spread": "std over corpora of LDO influence",
+                                             "seed_change": "|Δ test loss| from another training seed"})
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(data=long, x="testset", y="nats", hue="quantity", ax=ax)
+    ax.set_xlabel("")
+    ax.set_ylabel("nats (mean over subsets)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    return fig
+
+
+def plot_ground_truth_variants(frame: pd.DataFrame) -> plt.Figure:
+    """Figure 4: leave-dataset-out influence per corpus (mean and sd over test subsets), both variants."""
+    frame = frame.assign(label=frame["corpus"] + "\n(" + (100 * frame["share"]).round(0).astype(int).astype(str) + "%)")
+    grid = sns.catplot(data=frame, x="label", y="influence", col="variant", kind="bar", errorbar="sd",
+                       height=3.4, aspect=1.6, sharey=False, color="tab:blue")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("", "ground-truth influence (nats)")
+    for ax in grid.axes.flat:
+        ax.tick_params(axis="x", labelrotation=90, labelsize="small")
+        ax.axhline(0, color="black", lw=0.8)
+    return grid.figure
+
+
+def plot_corpus_influence(frame: pd.DataFrame, value: str = "z") -> plt.Figure:
+    """Heatmaps of per-corpus influence (mean over runs): methods x corpora, one panel per test set and setting."""
+    settings = list(dict.fromkeys(frame["setting"]))
+    testsets = list(dict.fromkeys(frame["testset"]))
+    methods = list(dict.fromkeys(frame["method"]))
+    corpora = list(dict.fromkeys(frame["corpus"]))
+    fig, axes = plt.subplots(len(testsets), len(settings), figsize=(6.2 * len(settings), 2.9 * len(testsets)), squeeze=False)
+    for i, testset in enumerate(testsets):
+        for j, setting in enumerate(settings):
+            sub = frame[(frame["testset"] == testset) & (frame["setting"] == setting)]
+            mat = sub.groupby(["method", "corpus"], sort=False)[value].mean().unstack("corpus").reindex(index=methods, columns=corpora)
+            sns.heatmap(mat, ax=axes[i, j], cmap="RdBu_r", center=0, annot=True, fmt=".1f", annot_kws={"size": 7},
+                        cbar=False, vmin=-2, vmax=2)
+            axes[i, j].set_title(f"{testset} — {setting} sizes")
+            axes[i, j].set_xlabel("")
+            axes[i, j].set_ylabel("")
+            axes[i, j].tick_params(axis="x", labelrotation=45, labelsize="small")
+            for t in axes[i, j].get_xticklabels():
+                t.set_horizontalalignment("right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cost_accuracy(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure:
+    """Mean correlation with the ground truth against seconds per run, one point per method and setting."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    sns.scatterplot(data=frame, x="seconds", y=value, hue="method", style="setting", s=80, ax=ax)
+    ax.set_xscale("log")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xlabel("seconds per run (log)")
+    ax.set_ylabel(f"mean {value} with ground truth")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    return fig
+
+
+def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson") -> plt.Figure:
+    """Correlation with the ground truth per method (mean and sd over runs), by test set and setting."""
+    grid = sns.catplot(data=corr, x="method", y=value, hue="setting", col="testset", kind="bar", errorbar="sd",
+                       height=3.2, aspect=1.3)
+    grid.set_xticklabels(rotation=40, ha="right")
+    grid.set_axis_labels("", f"{value} with ground truth")
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="black", lw=0.8)
+    return grid.figure

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from untrac.data.batching import quiet_maps
 from untrac.data.mirror import HubSource, Origin, iter_hub, load_hub, read_jsonl, use_mirror
 
 
@@ -169,7 +170,8 @@ def load_corpus(name: str, max_docs: int | None = None, *, origin: Origin = "aut
             dataset = dataset.rename_column(hub.text_field, "text")
         dataset = dataset.filter(lambda batch: [isinstance(t, str) and bool(t.strip())
                                                 for t in batch["text"]], batched=True)
-        dataset = dataset.map(lambda batch: {"corpus": [name] * len(batch["text"])}, batched=True)
+        with quiet_maps():
+            dataset = dataset.map(lambda batch: {"corpus": [name] * len(batch["text"])}, batched=True)
     if len(dataset) == 0:
         raise ValueError(f"corpus {name!r} has no documents")
     return dataset
@@ -221,8 +223,8 @@ def pack_blocks(dataset, tokenizer: Any, block_size: int, num_blocks: int | None
             ids = [list(doc) + [eos] for doc in ids]
         return {"input_ids": ids}
 
-    tokenized = dataset.map(tokenize, batched=True, batch_size=batch_size,
-                            remove_columns=dataset.column_names, desc="tokenising")
+    with quiet_maps():
+        tokenized = dataset.map(tokenize, batched=True, batch_size=batch_size, remove_columns=dataset.column_names)
     column = tokenized.with_format("arrow")[:].column("input_ids")
     flat = pc.list_flatten(column)
     flat = pa.concat_arrays(flat.chunks) if flat.num_chunks else pa.array([], pa.int64())
