@@ -155,7 +155,7 @@ def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     cols = ["method"]
     for c in ours.columns[1:]:
         cols += [c] + ([f"{c} (paper)"] if f"{c} (paper)" in merged.columns else [])
-    order = {m: i for i, m in enumerate(list(ours["method"]) + list(paper["method"]))}
+    order = {m: i for i, m in enumerate(dict.fromkeys([*ours["method"], *paper["method"]]))}
     return merged[cols].sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
@@ -230,3 +230,25 @@ def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson") -> plt
     for ax in grid.axes.flat:
         ax.axhline(0, color="black", lw=0.8)
     return grid.figure
+
+
+def plot_epoch_curves(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure:
+    """Figure 3: correlation with the ground truth over unlearning epochs, per method and batch size."""
+    grid = sns.relplot(data=frame, x="epoch", y=value, hue="batch", col="method", kind="line", marker="o",
+                       errorbar=("ci", 95), height=3.2, aspect=1.3, facet_kws={"sharex": False})
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("unlearning epochs", f"{value} with ground truth")
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="black", lw=0.8)
+    return grid.figure
+
+
+def paper_beside(ours: pd.DataFrame, theirs: pd.DataFrame, index: str, columns: str, value: str = "pearson") -> pd.DataFrame:
+    """'ours (paper)' cells: our mean ± std over runs beside the paper's mean ± std."""
+    mine = ours.groupby([index, columns], sort=False)[value].agg(["mean", "std"])
+    paper = theirs.set_index([index, columns])
+    cells = {k: f"{m:.3f} ± {s:.3f} ({paper.loc[k, 'mean']:.3f} ± {paper.loc[k, 'std']:.3f})" if k in paper.index
+             else f"{m:.3f} ± {s:.3f}" for k, (m, s) in mine.iterrows()}
+    series = pd.Series(cells)
+    series.index.names = [index, columns]
+    return series.unstack(columns).reset_index()
