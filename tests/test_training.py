@@ -95,3 +95,19 @@ def test_bad_training_input(tiny):
         make_optimizer("lion", model.parameters(), 1e-3)
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         train(model.float(), train_sets, _cfg(lr=1e30, optimizer="sgd", clip=None), pad, use_cache=False, progress=False)
+
+
+def test_cache_entry_lock_excludes_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    from untrac.cache import locked
+
+    probe = ("import fcntl,sys; f=open(sys.argv[1],'w')\n"
+             "try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+             "except BlockingIOError: print('held')")
+    lockfile = str(tmp_path / "entry.lock")
+    with locked(tmp_path / "entry"):
+        inside = subprocess.run([sys.executable, "-c", probe, lockfile], capture_output=True, text=True).stdout.strip()
+    outside = subprocess.run([sys.executable, "-c", probe, lockfile], capture_output=True, text=True).stdout.strip()
+    assert (inside, outside) == ("held", "free")

@@ -83,6 +83,21 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on ``<path>.lock`` (two notebooks sharing one cache)."""
+    import fcntl
+
+    lock = Path(path).with_name(Path(path).name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def entry(kind: str, key: str) -> Path:
     """The directory of one cache entry."""
     return cache_root() / kind / key

@@ -10,6 +10,7 @@ dataset, variant); a run killed half-way resumes from its last resume point bit-
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache
+from .accel import Accel, resolve
 from .data.batching import check_nonempty, epoch_stream
 from .models import batch_loss, is_encoder_decoder
 
@@ -107,19 +109,23 @@ def train(
     variant: str = "fixed",
     use_cache: bool = True,
     progress: bool = True,
+    accel: Accel | None = None,
 ) -> Trained:
     """Train a copy of ``init`` on the mixture of ``train_sets`` (minus ``exclude``).
 
     ``variant="fixed"``: ``config.steps`` steps whatever is excluded (Eq. 1); ``"classic"``:
     steps scaled by the fraction of examples kept (Appendix A.1). ``init`` is never modified.
+    ``accel`` (optional fast paths, :mod:`untrac.accel`) enters the cache key unless it is plain.
     """
     if variant not in ("fixed", "classic"):
         raise ValueError(f"variant must be 'fixed' or 'classic', not {variant!r}")
     data = mixture(train_sets, exclude)
     total = sum(len(ds) for ds in train_sets.values())
     steps = config.steps if variant == "fixed" or exclude is None else max(1, round(config.steps * len(data) / total))
+    accel = resolve(accel)
     key = cache.fingerprint(
-        "train", init.state_dict(), {k: v for k, v in train_sets.items() if k != exclude}, config, steps
+        "train", init.state_dict(), {k: v for k, v in train_sets.items() if k != exclude}, config, steps,
+        *(() if accel.is_plain else (accel,)),
     )
     where = cache.entry("models", key)
     model = copy.deepcopy(init)
@@ -131,61 +137,82 @@ def train(
         ckpts = [(s, where / f"checkpoint-{s}.pt") for s in meta["checkpoints"]]
         return Trained(model.eval(), key, where, ckpts, meta)
 
-    if use_cache and (where / "model.pt").exists():
+    # one process trains an entry at a time; another asking for it waits, then loads it
+    with cache.locked(where) if use_cache else contextlib.nullcontext():
+        if use_cache and (where / "model.pt").exists():
+            return result()
+
+        device = next(model.parameters()).device
+        optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay,
+                                   **accel.optimizer_kwargs(config.optimizer))
+        scaler = accel.grad_scaler(device)
+        partial = where.with_name(where.name + ".partial")
+        start, log = 0, {"loss": [], "seconds": 0.0}
+        if use_cache and (partial / "resume.pt").exists():
+            state = torch.load(partial / "resume.pt", weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start, log = state["step"], state["log"]
+            if scaler is not None and "scaler" in state:
+                scaler.load_state_dict(state["scaler"])
+        stream = epoch_stream(data, config.batch_size, pad_id, encdec, config.seed, start_step=start)
+        runner = accel.prepare(model)  # model, or a compiled view sharing its parameters
+        model.train()
+        t0 = time.perf_counter()
+        running = torch.zeros((), device=next(model.parameters()).device)
+        log_every = max(1, min(50, steps // 20))
+        bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc=f"train -{exclude}" if exclude else "train")
+        with accel.runtime(device):  # TF32 on CUDA if asked; restored afterwards
+            for step in bar:
+                with accel.autocast(device):
+                    loss = batch_loss(runner, next(stream))
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is None:
+                    loss.backward()
+                    if config.clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                    optimizer.step()
+                else:
+                    scaler.scale(loss).backward()
+                    if config.clip is not None:
+                        scaler.unscale_(optimizer)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                running += loss.detach()
+                done = step + 1
+                if done % log_every == 0 or done == steps:
+                    mean = running.item() / (log_every if done % log_every == 0 else done % log_every)
+                    running.zero_()
+                    if not math.isfinite(mean):
+                        raise FloatingPointError(f"training loss became {mean} at step {done}; lower the learning rate")
+                    log["loss"].append((done, mean))
+                    bar.set_postfix(loss=f"{mean:.3f}")
+                if use_cache and config.checkpoint_every and done % config.checkpoint_every == 0:
+                    cache.atomic_save(model.state_dict(), partial / f"checkpoint-{done}.pt")
+                if use_cache and done % config.resume_every == 0 and done < steps:
+                    log["seconds"] += time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    resume = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "log": log}
+                    if scaler is not None:
+                        resume["scaler"] = scaler.state_dict()
+                    cache.atomic_save(resume, partial / "resume.pt")
+        log["seconds"] += time.perf_counter() - t0
+        model.eval()
+        if not use_cache:
+            return Trained(model, key, where, [], log)
+        ckpts = sorted(int(p.stem.split("-")[1]) for p in partial.glob("checkpoint-*.pt")) if partial.exists() else []
+        with cache.atomic_dir(where) as tmp:
+            for s in ckpts:
+                (partial / f"checkpoint-{s}.pt").rename(tmp / f"checkpoint-{s}.pt")
+            torch.save(model.state_dict(), tmp / "model.pt")
+            cache.save_json({"config": asdict(config), "steps": steps, "exclude": exclude, "variant": variant,
+                             "checkpoints": ckpts, **log}, tmp / "meta.json")
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
         return result()
-
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, weight_decay=config.weight_decay)
-    partial = where.with_name(where.name + ".partial")
-    start, log = 0, {"loss": [], "seconds": 0.0}
-    if use_cache and (partial / "resume.pt").exists():
-        state = torch.load(partial / "resume.pt", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start, log = state["step"], state["log"]
-    stream = epoch_stream(data, config.batch_size, pad_id, encdec, config.seed, start_step=start)
-    model.train()
-    t0 = time.perf_counter()
-    running = torch.zeros((), device=next(model.parameters()).device)
-    log_every = max(1, min(50, steps // 20))
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not progress, desc=f"train -{exclude}" if exclude else "train")
-    for step in bar:
-        loss = batch_loss(model, next(stream))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
-        optimizer.step()
-        running += loss.detach()
-        done = step + 1
-        if done % log_every == 0 or done == steps:
-            mean = running.item() / (log_every if done % log_every == 0 else done % log_every)
-            running.zero_()
-            if not math.isfinite(mean):
-                raise FloatingPointError(f"training loss became {mean} at step {done}; lower the learning rate")
-            log["loss"].append((done, mean))
-            bar.set_postfix(loss=f"{mean:.3f}")
-        if use_cache and config.checkpoint_every and done % config.checkpoint_every == 0:
-            cache.atomic_save(model.state_dict(), partial / f"checkpoint-{done}.pt")
-        if use_cache and done % config.resume_every == 0 and done < steps:
-            log["seconds"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            cache.atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": done, "log": log}, partial / "resume.pt")
-    log["seconds"] += time.perf_counter() - t0
-    model.eval()
-    if not use_cache:
-        return Trained(model, key, where, [], log)
-    ckpts = sorted(int(p.stem.split("-")[1]) for p in partial.glob("checkpoint-*.pt")) if partial.exists() else []
-    with cache.atomic_dir(where) as tmp:
-        for s in ckpts:
-            (partial / f"checkpoint-{s}.pt").rename(tmp / f"checkpoint-{s}.pt")
-        torch.save(model.state_dict(), tmp / "model.pt")
-        cache.save_json({"config": asdict(config), "steps": steps, "exclude": exclude, "variant": variant,
-                         "checkpoints": ckpts, **log}, tmp / "meta.json")
-    if partial.exists():
-        import shutil
-
-        shutil.rmtree(partial, ignore_errors=True)
-    return result()
 
 
 def leave_dataset_out(
