@@ -144,10 +144,23 @@ def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     to the decoder). Returns a float tensor of shape [batch].
     """
     device = next(model.parameters()).device
+    encdec = is_encoder_decoder(model)
+    # Count the target tokens on the batch's own (host) tensors: the empty-example check then
+    # costs no host-device synchronisation inside a training or unlearning loop.
+    counts = (batch["labels"][:, int(not encdec):] != IGNORE).sum(1)
+    if (counts == 0).any():
+        raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
     ids = batch["input_ids"].to(device, non_blocking=True)
-    mask = batch["attention_mask"].to(device, non_blocking=True)
+    mask = batch["attention_mask"]
+    if not encdec and mask.device.type == "cpu" and bool(mask.all()):
+        # No padding (e.g. batch 1, packed blocks): no mask is the same model input, and spares the
+        # model its own all-ones test on the device (a host sync per forward) and the mask tensor.
+        mask = None
+    else:
+        mask = mask.to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
-    if is_encoder_decoder(model):
+    counts = counts.to(device, non_blocking=True)
+    if encdec:
         logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits
     else:
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
@@ -155,9 +168,6 @@ def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the NLL in full precision under autocast
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
-    counts = (labels != IGNORE).sum(1)
-    if (counts == 0).any():
-        raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
     return nll.sum(1) / counts
 
 

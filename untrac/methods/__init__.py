@@ -17,6 +17,7 @@ from torch import nn
 from ..data.batching import batches, check_nonempty
 from ..models import dataset_loss, example_losses, is_encoder_decoder
 from .result import Cost, Influence, measure
+from ..accel import Accel
 from .untrac import UnlearnConfig, Unlearner, UnlearningDiverged, untrac, untrac_inv
 
 METHODS = ("UnTrac", "UnTrac-Inv", "GradDot", "GradCos", "TracIn", "HIF (LiSSA)", "HIF (Arnoldi)")
@@ -49,6 +50,7 @@ def attribute(
     hessian_examples: int = 256,
     seed: int = 0,
     progress: bool = True,
+    accel: Accel | None = None,
     **settings: Any,
 ) -> Influence:
     """Influence of each training set on each test set by method ``name``.
@@ -56,13 +58,14 @@ def attribute(
     ``config`` is the unlearning config of UnTrac / UnTrac-Inv; ``checkpoints`` (state dicts)
     feed TracIn; HIF draws ``hessian_examples`` training examples for its Hessian; remaining
     ``settings`` go to the method (e.g. ``iterations``, ``damping``, ``n_iters``, ``top_p``).
+    ``accel`` selects fast paths for UnTrac / UnTrac-Inv (:class:`untrac.accel.Accel`).
     """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; choose from {METHODS}")
     if name == "UnTrac":
-        return untrac(model, train_sets, test_sets, config or UnlearnConfig(), pad_id, progress)
+        return untrac(model, train_sets, test_sets, config or UnlearnConfig(), pad_id, progress, accel)
     if name == "UnTrac-Inv":
-        return untrac_inv(model, train_sets, test_sets, config or UnlearnConfig(batch_size=None, epochs=5), pad_id, progress)
+        return untrac_inv(model, train_sets, test_sets, config or UnlearnConfig(batch_size=None, epochs=5), pad_id, progress, accel)
 
     from . import gradients, hif
 
@@ -70,22 +73,22 @@ def attribute(
     device = next(model.parameters()).device
     with measure(cost, device):
         trains, tests = _batched(model, train_sets, pad_id), _batched(model, test_sets, pad_id)
-        for group in (trains, tests):
-            for bs in group.values():
-                for b in bs:
-                    cost.add_batch(b, backward=True)
+
+        def counted_losses(m: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+            cost.add_batch(batch, backward=True)  # every pass: gradients, checkpoints, Hessian-vector products
+            return example_losses(m, batch)
         if name in ("GradDot", "GradCos"):
-            g_train = gradients.dataset_gradients(model, example_losses, trains)
-            g_test = gradients.dataset_gradients(model, example_losses, tests)
+            g_train = gradients.dataset_gradients(model, counted_losses, trains)
+            g_test = gradients.dataset_gradients(model, counted_losses, tests)
             values = (gradients.grad_dot if name == "GradDot" else gradients.grad_cos)(g_train, g_test)
         elif name == "TracIn":
             if not checkpoints:
                 raise ValueError("TracIn needs the checkpoints saved during training (Trained.checkpoint_states())")
-            values = gradients.tracin(checkpoints, model, example_losses, trains, tests, learning_rates=learning_rates, **settings)
+            values = gradients.tracin(checkpoints, model, counted_losses, trains, tests, learning_rates=learning_rates, **settings)
         else:
             hess = _hessian_batches(model, train_sets, pad_id, hessian_examples, seed)
             fn = hif.hif_lissa if name == "HIF (LiSSA)" else hif.hif_arnoldi
-            values = fn(model, example_losses, trains, tests, hess, **settings)
+            values = fn(model, counted_losses, trains, tests, hess, **settings)
     config_out = {"hessian_examples": hessian_examples, **settings} if name.startswith("HIF") else dict(settings)
     return Influence(name, list(train_sets), list(test_sets), values, cost=cost, config=config_out)
 

@@ -9,7 +9,12 @@
 The paper writes both as sums over batches; we use means over examples (a constant factor that no
 correlation sees). Influences are recorded at every evaluation point, so a trajectory over
 unlearning steps (Figures 2 and 3) costs one run. The caller's model is never modified: one
-working copy is restored from an in-memory snapshot before every run.
+working copy is restored from an in-memory snapshot before every run, and the step-0 evaluation
+of every run is the one made before the first run (the restored copy is bit-identical).
+
+Fast paths (autocast, TF32, fused optimizers, ``torch.compile``) are opt-in through an
+:class:`untrac.accel.Accel`; without one, or with ``Accel()``, nothing changes. The inner loop
+never waits on the device: the loss is checked for finiteness at evaluation points only.
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..accel import Accel, resolve
 from ..data.batching import batches, check_nonempty, epoch_stream
 from ..models import dataset_loss, example_losses, is_encoder_decoder
 from ..training import make_optimizer
@@ -67,16 +73,22 @@ class UnlearnConfig:
 
 @dataclass
 class Unlearner:
-    """A working copy of a model that can be unlearned again and again from the same snapshot."""
+    """A working copy of a model that can be unlearned again and again from the same snapshot.
+
+    ``accel`` (optional) selects fast paths; the working copy is compiled once, here, if asked.
+    """
 
     model: nn.Module
     pad_id: int
+    accel: Accel | None = None
     snapshot: dict[str, torch.Tensor] = field(init=False)
     work: nn.Module = field(init=False)
+    runner: nn.Module = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.work = copy.deepcopy(self.model)
         self.snapshot = {k: v.detach().clone() for k, v in self.work.state_dict().items()}
+        self.runner = resolve(self.accel).prepare(self.work)  # the working copy, or a compiled view of it
 
     def restore(self) -> nn.Module:
         """Reset the working copy to the snapshot (bit-identical to the original weights)."""
@@ -93,39 +105,58 @@ class Unlearner:
         cost: Cost | None = None,
         label: str = "",
         progress: bool = False,
+        initial: np.ndarray | None = None,
     ) -> tuple[list[int], np.ndarray]:
         """Gradient ascent on ``forget`` from the snapshot (Eq. 3); ``evaluate`` at every eval step.
 
-        Returns the evaluation steps and the stacked evaluations ``[n_evals, ...]``.
+        ``initial``: the evaluation of the snapshot, if the caller already has it (it is then
+        not recomputed at step 0). Returns the evaluation steps and the stacked evaluations
+        ``[n_evals, ...]``.
         """
         check_nonempty(label or "forget set", forget)
-        model = self.restore()
+        accel = resolve(self.accel)
+        self.restore()
+        model = self.runner  # self.work, or a compiled view sharing its parameters
+        device = next(model.parameters()).device
         n = len(forget)
         total = config.num_steps(n)
         eval_at = config.eval_steps(n)
+        due = set(eval_at)  # O(1) membership: eval_at can hold thousands of steps
         bs = config.batch_size or n
-        optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **dict(config.optimizer_kwargs))
+        opt_kwargs = {**accel.optimizer_kwargs(config.optimizer), **dict(config.optimizer_kwargs)}
+        optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **opt_kwargs)
+        scaler = accel.grad_scaler(device)
         stream = epoch_stream(forget, bs, self.pad_id, is_encoder_decoder(model), config.seed)
-        results = [evaluate(model)]
+        if initial is None:
+            with accel.autocast(device, evaluation=True):
+                initial = evaluate(model)
+        results = [initial]
         model.train()
-        running = torch.zeros((), device=next(model.parameters()).device)
+        running = torch.zeros((), device=device)
         for step in tqdm(range(1, total + 1), disable=not progress, desc=f"unlearn {label}", leave=False):
             batch = next(stream)
-            loss = example_losses(model, batch).mean()
+            with accel.autocast(device):
+                loss = example_losses(model, batch).mean()
             optimizer.zero_grad(set_to_none=True)
-            (-loss).backward()  # gradient ascent: maximise the forget set's loss
-            optimizer.step()
+            if scaler is None:
+                (-loss).backward()  # gradient ascent: maximise the forget set's loss
+                optimizer.step()
+            else:
+                scaler.scale(-loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             running += loss.detach()
             if cost is not None:
                 cost.add_batch(batch, backward=True)
-            if step in eval_at:
+            if step in due:
                 if not torch.isfinite(running):
                     raise UnlearningDiverged(
                         f"unlearning {label!r}: loss became non-finite by step {step} "
                         f"(optimizer {config.optimizer}, lr {config.lr}); lower the learning rate or the steps"
                     )
                 try:
-                    results.append(evaluate(model))
+                    with accel.autocast(device, evaluation=True):
+                        results.append(evaluate(model))
                 except FloatingPointError as err:
                     raise UnlearningDiverged(f"unlearning {label!r}: evaluation loss not finite at step {step}") from err
                 model.train()
@@ -141,10 +172,46 @@ def _loss_vector(model: nn.Module, sets: Mapping[str, list], cost: Cost | None) 
     return np.array([dataset_loss(model, bs) for bs in sets.values()])
 
 
+def _config(config: UnlearnConfig, accel: Accel) -> dict[str, Any]:
+    """The result's config record: the unlearning config, plus the fast paths if any were on."""
+    out = asdict(config)
+    if not accel.is_plain:
+        out["accel"] = accel.describe()
+    return out
+
+
 def _eval_sets(model: nn.Module, sets: Mapping[str, Dataset], pad_id: int, batch_size: int) -> dict[str, list]:
     for name, ds in sets.items():
         check_nonempty(name, ds)
     return {name: batches(ds, batch_size, pad_id, is_encoder_decoder(model), by_length=True) for name, ds in sets.items()}
+
+
+def _unlearn_each(
+    model: nn.Module,
+    forget_sets: Mapping[str, Dataset],
+    eval_sets: Mapping[str, Dataset],
+    config: UnlearnConfig,
+    pad_id: int,
+    progress: bool,
+    accel: Accel | None,
+    label: str,
+) -> tuple[list[int], np.ndarray, Cost, Accel]:
+    """Unlearn every forget set in turn from the same snapshot; losses of every eval set at every
+    evaluation step, minus their value before unlearning: ``[n_evals, n_forget, n_eval]``."""
+    cost = Cost()
+    device = next(model.parameters()).device
+    accel = resolve(accel)
+    with measure(cost, device), accel.runtime(device):
+        evals = _eval_sets(model, eval_sets, pad_id, config.eval_batch_size)
+        unlearner = Unlearner(model, pad_id, accel)
+        with accel.autocast(device, evaluation=True):
+            unlearner.restore()
+            before = _loss_vector(unlearner.runner, evals, cost)  # through the same (compiled?) module as later
+        runs = []
+        for name, ds in tqdm(forget_sets.items(), disable=not progress, desc=label):
+            steps, losses = unlearner.run(ds, config, lambda m: _loss_vector(m, evals, cost), cost, name, progress, before)
+            runs.append(losses - before)  # [n_evals, n_eval]
+    return steps, np.stack(runs, axis=1), cost, accel
 
 
 def untrac(
@@ -154,20 +221,14 @@ def untrac(
     config: UnlearnConfig,
     pad_id: int,
     progress: bool = True,
+    accel: Accel | None = None,
 ) -> Influence:
-    """UnTrac (Eq. 2): unlearn each training set, measure the change of every test set's loss."""
-    cost = Cost()
-    device = next(model.parameters()).device
-    with measure(cost, device):
-        tests = _eval_sets(model, test_sets, pad_id, config.eval_batch_size)
-        unlearner = Unlearner(model, pad_id)
-        before = _loss_vector(unlearner.restore(), tests, cost)
-        runs = []
-        for name, ds in tqdm(train_sets.items(), disable=not progress, desc="UnTrac"):
-            steps, losses = unlearner.run(ds, config, lambda m: _loss_vector(m, tests, cost), cost, name, progress)
-            runs.append(losses - before)  # [n_evals, S]
-    trajectory = np.stack(runs, axis=1)  # [n_evals, K, S]
-    return Influence("UnTrac", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, asdict(config))
+    """UnTrac (Eq. 2): unlearn each training set, measure the change of every test set's loss.
+
+    ``accel``: optional fast paths (:class:`untrac.accel.Accel`), recorded in the result's config.
+    """
+    steps, trajectory, cost, accel = _unlearn_each(model, train_sets, test_sets, config, pad_id, progress, accel, "UnTrac")
+    return Influence("UnTrac", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, _config(config, accel))
 
 
 def untrac_inv(
@@ -177,17 +238,12 @@ def untrac_inv(
     config: UnlearnConfig,
     pad_id: int,
     progress: bool = True,
+    accel: Accel | None = None,
 ) -> Influence:
-    """UnTrac-Inv (Eq. 4): unlearn each test set, measure the change of every training set's loss."""
-    cost = Cost()
-    device = next(model.parameters()).device
-    with measure(cost, device):
-        trains = _eval_sets(model, train_sets, pad_id, config.eval_batch_size)
-        unlearner = Unlearner(model, pad_id)
-        before = _loss_vector(unlearner.restore(), trains, cost)
-        runs = []
-        for name, ds in tqdm(test_sets.items(), disable=not progress, desc="UnTrac-Inv"):
-            steps, losses = unlearner.run(ds, config, lambda m: _loss_vector(m, trains, cost), cost, name, progress)
-            runs.append(losses - before)  # [n_evals, K]
-    trajectory = np.stack(runs, axis=2)  # [n_evals, K, S]
-    return Influence("UnTrac-Inv", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, asdict(config))
+    """UnTrac-Inv (Eq. 4): unlearn each test set, measure the change of every training set's loss.
+
+    ``accel``: optional fast paths (:class:`untrac.accel.Accel`), recorded in the result's config.
+    """
+    steps, by_test, cost, accel = _unlearn_each(model, test_sets, train_sets, config, pad_id, progress, accel, "UnTrac-Inv")
+    trajectory = by_test.transpose(0, 2, 1)  # [n_evals, S, K] -> [n_evals, K, S]
+    return Influence("UnTrac-Inv", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, _config(config, accel))
