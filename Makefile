@@ -5,7 +5,10 @@ VENV      ?= .venv
 TORCH     ?= torch==2.13.0
 SCALE     ?= mini
 UNTRAC_DATA_DIR ?= $(abspath ../shared/data)
-export UNTRAC_DATA_DIR
+# one intra-op thread: CPU results are then bit-identical from machine to machine (the thread count
+# changes summation order), and tiny models gain little from more threads; raise it at will
+OMP_NUM_THREADS ?= 1
+export UNTRAC_DATA_DIR OMP_NUM_THREADS
 
 BIN := $(VENV)/bin
 

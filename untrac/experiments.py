@@ -7,6 +7,8 @@ re-run (or a run after an interruption) recomputes nothing already done.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -14,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from datasets import Dataset
+import torch
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -54,9 +57,20 @@ def pretrained_base(spec: ModelSpec, pretrain: PretrainConfig | None, tokenizer:
         return model
     from .data.corpora import pretraining_mixture
 
+    # an index from (spec, config, vocabulary, mirror) to the trained model's cache key, so a cached
+    # base model loads without re-tokenising the corpora its key is computed from
+    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    index = cache.entry("pretrained", cache.fingerprint(spec, pretrain, vocab, os.environ.get("UNTRAC_DATA_DIR")))
+    if (index / "key.json").exists():
+        where = cache.entry("models", cache.load_json(index / "key.json")["key"])
+        if (where / "model.pt").exists():
+            model.load_state_dict(torch.load(where / "model.pt", map_location="cpu", weights_only=True))
+            return model.eval()
     blocks = pretraining_mixture(tokenizer, pretrain.block_size, pretrain.blocks_per_corpus, seed=0)
     encoded = {name: encode(ds, tokenizer) for name, ds in blocks.items()}
-    return train(model, encoded, pretrain.train, tokenizer.pad_token_id, progress=progress).model
+    trained = train(model, encoded, pretrain.train, tokenizer.pad_token_id, progress=progress)
+    cache.save_json({"key": trained.key}, index / "key.json")
+    return trained.model
 
 
 def synthetic_data(preset: SyntheticPreset, family: str, run: int, tokenizer: Any, model: nn.Module) -> tuple[dict[str, Dataset], dict[str, Dataset], dict[str, Dataset]]:

@@ -52,7 +52,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from datasets import Dataset, concatenate_datasets
 from torch import nn
 from tqdm.auto import tqdm
@@ -426,30 +425,40 @@ class UnlearningPreset:
     budgets: tuple[int, ...]
     report_steps: int
     config: UnlearningConfig
-    lrs: dict[str, float] = field(default_factory=dict)  # per-algorithm learning rate (else config.lr)
+    # per-algorithm learning rate (else config.lr); a tuple sweeps several, each labelled "<algorithm> (lr <lr>)"
+    lrs: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
     run: int = 0
     datamodel_sizes: tuple[int, ...] = (2,)
     datamodel_seed: int = 100
     ridge: float = 0.0
-    eval_per_set: int | None = None  # training-set examples evaluated per set (None: all); the test set is always whole
+    eval_per_set: int | None = None  # examples evaluated per set, test set included (None: all)
     bins: int = 20
     floor: float = 1e-5
 
-    def algorithm_config(self, algorithm: str) -> UnlearningConfig:
-        return replace(self.config, lr=self.lrs.get(algorithm, self.config.lr))
+    def variants(self, algorithms: Sequence[str] = ALGORITHMS[1:]) -> list[tuple[str, str, UnlearningConfig]]:
+        """``(label, algorithm, config)`` of every algorithm at every learning rate of ``lrs``."""
+        out = []
+        for a in algorithms:
+            if a not in ALGORITHMS:
+                raise ValueError(f"unknown algorithm {a!r}; choose from {ALGORITHMS}")
+            lrs = self.lrs.get(a, self.config.lr)
+            lrs = tuple(lrs) if isinstance(lrs, (tuple, list)) else (lrs,)
+            out += [(a if len(lrs) == 1 else f"{a} (lr {lr:g})", a, replace(self.config, lr=lr)) for lr in lrs]
+        return out
 
 
 UNLEARNING: dict[str, UnlearningPreset] = {
     "smoke": UnlearningPreset(
-        scale="smoke", synthetic=SYNTHETIC["smoke"], families=("A",), seeds=(0, 1), budgets=(1, 2, 4), report_steps=4,
+        scale="smoke", synthetic=SYNTHETIC["smoke"], families=("A",), seeds=(0, 1), budgets=(2, 4), report_steps=4,
         config=UnlearningConfig(optimizer="adam", lr=1e-3, batch_size=4, retain_sample=4),
         bins=2,
     ),
     "mini": UnlearningPreset(
-        scale="mini", synthetic=SYNTHETIC["mini"], families=("A",), seeds=(0, 1, 2, 3), budgets=(8, 16, 32, 64),
+        scale="mini", synthetic=SYNTHETIC["mini"], families=("A",), seeds=(0, 1, 2, 3), budgets=(8, 16, 32),
         report_steps=32,
-        config=UnlearningConfig(optimizer="adam", lr=5e-4, batch_size=16, retain_sample=64),
-        lrs={"oracle matching": 1e-3, "datamodel matching": 1e-3},
+        config=UnlearningConfig(optimizer="adam", lr=5e-4, batch_size=16, retain_sample=256),
+        lrs={"gradient ascent": (5e-5, 1e-4, 5e-4), "ascent+descent": (1e-4, 5e-4),
+             "oracle matching": 1e-3, "datamodel matching": 1e-3},
         eval_per_set=64, bins=2,
     ),
     "paper": UnlearningPreset(
@@ -491,7 +500,7 @@ class Population:
     """Everything notebook 04 evaluates for one family: data, models over seeds, and their scores.
 
     ``scores[model_key][set_name] = (logprob, n_tokens)`` over *every* example of every set.
-    ``eval_index[set_name]``: the examples of each set that KLoM evaluates (the test set whole).
+    ``eval_index[set_name]``: the examples of each set that KLoM (and the UnTrac comparison) evaluates.
     """
 
     preset: UnlearningPreset
@@ -560,10 +569,14 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
     train_sets, test_sets = dict(train_sets), dict(test_sets)
     originals: dict[int, Trained] = {}
     oracles: dict[int, dict[str, Trained]] = {}
-    for s in tqdm(preset.seeds, desc=f"originals and oracles {family}", disable=not progress):
+    # seed ``run`` last: notebook 01 trains it first, so a concurrent notebook 01 has usually cached it by then
+    for s in tqdm(sorted(preset.seeds, key=lambda x: x == preset.run), desc=f"originals and oracles {family}",
+                  disable=not progress):
         cfg = replace(syn.train, seed=s)
         originals[s] = train(base, train_sets, cfg, pad_id, progress=progress)
         oracles[s] = {k: train(base, train_sets, cfg, pad_id, exclude=k, progress=progress) for k in train_sets}
+    originals = {s: originals[s] for s in preset.seeds}
+    oracles = {s: oracles[s] for s in preset.seeds}
     subset_models = []
     for i, subset in enumerate(subsets_of_sizes(list(train_sets), preset.datamodel_sizes)):
         if len(subset) in (0, len(train_sets) - 1):
@@ -580,7 +593,7 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
     eval_index = {}
     for k, ds in sets.items():
         n = len(ds)
-        if k in test_sets or preset.eval_per_set is None or preset.eval_per_set >= n:
+        if preset.eval_per_set is None or preset.eval_per_set >= n:
             eval_index[k] = np.arange(n)
         else:
             eval_index[k] = np.sort(rng.choice(n, preset.eval_per_set, replace=False))
@@ -627,12 +640,15 @@ def datamodel_quality(pop: Population, dm: Datamodel) -> pd.DataFrame:
 class UnlearningRuns:
     """Scores of every unlearned model on the evaluated examples.
 
-    ``scores[(algorithm, forget, seed)][steps] = {set: logprob}``; ``dm_direct[(forget, seed)] =
-    {set: margins}`` (the datamodel's predicted margins, no fine-tuning).
+    ``scores[(label, forget, seed)][steps] = {set: logprob}`` where ``label`` names an algorithm at one
+    learning rate (``algorithms[label]`` is the algorithm, ``configs[label]`` its config);
+    ``dm_direct[(forget, seed)] = {set: margins}`` (the datamodel's predicted margins, no fine-tuning).
     """
 
     scores: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]]
     dm_direct: dict[tuple[str, int], dict[str, np.ndarray]]
+    algorithms: dict[str, str] = field(default_factory=dict)
+    configs: dict[str, UnlearningConfig] = field(default_factory=dict)
 
 
 def _matched_values(per_set: Mapping[str, np.ndarray], forget: str, retain_idx: np.ndarray,
@@ -649,17 +665,18 @@ def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = 
 
     Oracle Matching for the original of seed ``s`` matches the oracle of the same seed (the model
     retraining would have produced); Datamodel Matching matches the original's margins minus the
-    datamodel's coefficient of the forget set. Cached per (algorithm, forget set, seed).
+    datamodel's coefficient of the forget set. Every learning rate of ``preset.lrs`` is a
+    separate variant. Cached per (algorithm, learning rate, forget set, seed).
     """
     preset = pop.preset
     sl = _set_slices(pop)
     eval_sets = pop.eval_sets()
     out: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
     direct = {}
-    jobs = [(a, k, s) for s in pop.originals for k in pop.train_names for a in algorithms]
-    for a, k, s in tqdm(jobs, desc=f"unlearning {pop.family}", disable=not progress):
+    variants = preset.variants(algorithms)
+    jobs = [(v, k, s) for s in pop.originals for k in pop.train_names for v in variants]
+    for (label, a, config), k, s in tqdm(jobs, desc=f"unlearning {pop.family}", disable=not progress):
         original = pop.originals[s]
-        config = replace(preset.algorithm_config(a), seed=preset.config.seed)
         forget, retain = pop.train_sets[k], retain_pool(pop.train_sets, k)
         targets = None
         if a in MATCHING:
@@ -681,12 +698,12 @@ def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = 
                 res[steps] = {n: sequence_scores(model, ds, pop.pad_id)[0] for n, ds in eval_sets.items()}
             return res
 
-        out[(a, k, s)] = cache.memoise("unlearning", key, compute)
+        out[(label, k, s)] = cache.memoise("unlearning", key, compute)
     for s, original in pop.originals.items():
         m = pop.margins(original)
         for k in pop.train_names:
             direct[(k, s)] = {n: m[n] - dm.effect(k)[sl[n]][pop.eval_index[n]] for n in pop.sets}
-    return UnlearningRuns(out, direct)
+    return UnlearningRuns(out, direct, {v[0]: v[1] for v in variants}, {v[0]: v[2] for v in variants})
 
 
 def klom_frame(pop: Population, runs: UnlearningRuns) -> pd.DataFrame:
@@ -712,11 +729,12 @@ def klom_frame(pop: Population, runs: UnlearningRuns) -> pd.DataFrame:
     for k in pop.train_names:
         add(k, "do nothing", 0, [pop.margins(pop.originals[s]) for s in seeds], 0.0)
         add(k, "DM-Direct", 0, [runs.dm_direct[(k, s)] for s in seeds], 0.0)
-        for a in sorted({a for a, kk, _ in runs.scores if kk == k}, key=ALGORITHMS.index):
-            bs = preset.algorithm_config(a).batch_size
+        for label, a in runs.algorithms.items():
+            bs = runs.configs[label].batch_size
             for steps in preset.budgets:
-                per_seed = [{n: margins_from_logprobs(lp) for n, lp in runs.scores[(a, k, s)][steps].items()} for s in seeds]
-                add(k, a, steps, per_seed, compute_fraction(a, steps, bs, train_cfg))
+                per_seed = [{n: margins_from_logprobs(lp) for n, lp in runs.scores[(label, k, s)][steps].items()}
+                            for s in seeds]
+                add(k, label, steps, per_seed, compute_fraction(a, steps, bs, train_cfg))
     return pd.DataFrame(rows)
 
 
@@ -728,7 +746,7 @@ def klom_table(frame: pd.DataFrame, steps: int | None = None) -> pd.DataFrame:
                            values=["p50", "p95", "p99"], sort=False)
     wide.columns = [f"{g}_{p}" for p, g in wide.columns]
     cols = [f"{g}_{p}" for g in GROUPS for p in ("p50", "p95", "p99") if f"{g}_{p}" in wide.columns]
-    order = {a: i for i, a in enumerate(["do nothing", "DM-Direct", *ALGORITHMS[1:]])}
+    order = {a: i for i, a in enumerate(dict.fromkeys(frame["algorithm"]))}  # the frame's (insertion) order
     out = wide[cols].reset_index()
     return out.sort_values(["family", "forget", "algorithm"], key=lambda c: c.map(order) if c.name == "algorithm" else c,
                            kind="stable").reset_index(drop=True)
@@ -769,12 +787,12 @@ def untrac_comparison(pop: Population, runs: UnlearningRuns) -> pd.DataFrame:
     train_cfg = pop.preset.synthetic.train
     for s, orig in pop.originals.items():
         base = loss(full(orig))
-        for a in sorted({a for a, _, ss in runs.scores if ss == s}, key=ALGORITHMS.index):
-            bs = pop.preset.algorithm_config(a).batch_size
+        for label, a in runs.algorithms.items():
+            bs = runs.configs[label].batch_size
             for steps in pop.preset.budgets:
-                values = np.stack([loss(runs.scores[(a, k, s)][steps]) - base for k in names])
-                inf = Influence(f"UnTrac ({a})", names, tests, values)
-                rows.append({"family": pop.family, "seed": s, "method": f"UnTrac ({a})", "steps": steps,
+                values = np.stack([loss(runs.scores[(label, k, s)][steps]) - base for k in names])
+                inf = Influence(f"UnTrac ({label})", names, tests, values)
+                rows.append({"family": pop.family, "seed": s, "method": f"UnTrac ({label})", "steps": steps,
                              "fraction": compute_fraction(a, steps, bs, train_cfg),
                              "pearson": correlation(inf, truth[s], "pearson"),
                              "spearman": correlation(inf, truth[s], "spearman")})
@@ -787,15 +805,72 @@ def untrac_comparison(pop: Population, runs: UnlearningRuns) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_klom(frame: pd.DataFrame, floor: Mapping[str, float] | None = None, percentiles: Sequence[str] = ("p50", "p95")):
+def klom_overview(frame: pd.DataFrame) -> pd.DataFrame:
+    """KLoM percentiles averaged over forget sets (and families), per algorithm, budget and group:
+    the numbers of the KLoM-against-compute figure."""
+    g = frame.groupby(["algorithm", "steps", "fraction", "group"], sort=False)[["p50", "p95", "p99"]].mean().reset_index()
+    wide = g.pivot_table(index=["algorithm", "steps", "fraction"], columns="group", values=["p50", "p95", "p99"], sort=False)
+    wide.columns = [f"{grp}_{p}" for p, grp in wide.columns]
+    cols = [f"{grp}_{p}" for grp in GROUPS for p in ("p50", "p95", "p99") if f"{grp}_{p}" in wide.columns]
+    return wide[cols].reset_index()
+
+
+@dataclass
+class Study:
+    """Notebook 04's whole computation for every family of a preset (see :func:`study`)."""
+
+    preset: UnlearningPreset
+    populations: dict[str, Population]
+    datamodels: dict[str, Datamodel]
+    runs: dict[str, UnlearningRuns]
+
+    def klom_frame(self) -> pd.DataFrame:
+        return pd.concat([klom_frame(self.populations[f], self.runs[f]) for f in self.populations], ignore_index=True)
+
+    def datamodel_quality(self) -> pd.DataFrame:
+        return pd.concat([datamodel_quality(self.populations[f], self.datamodels[f]) for f in self.populations],
+                         ignore_index=True)
+
+    def untrac_comparison(self) -> pd.DataFrame:
+        return pd.concat([untrac_comparison(self.populations[f], self.runs[f]) for f in self.populations],
+                         ignore_index=True)
+
+    def noise_floor(self) -> dict[str, float]:
+        return klom_noise_floor(self.preset)
+
+    def models_trained(self) -> pd.DataFrame:
+        """What the study trained, per family: originals, oracles, subset models, and their cost."""
+        rows = []
+        for f, pop in self.populations.items():
+            kinds = {"original": list(pop.originals.values()),
+                     "oracle": [t for o in pop.oracles.values() for t in o.values()],
+                     "datamodel subset": [t for _, t in pop.subset_models]}
+            for kind, models in kinds.items():
+                rows.append({"family": f, "kind": kind, "models": len(models),
+                             "train_seconds": float(sum(t.log.get("seconds", 0.0) for t in models))})
+        return pd.DataFrame(rows)
+
+
+def study(preset: UnlearningPreset, algorithms: Sequence[str] = ALGORITHMS[1:], progress: bool = True) -> Study:
+    """Populations, datamodels and unlearning runs of every family (all cached)."""
+    pops, dms, runs = {}, {}, {}
+    for f in preset.families:
+        pops[f] = population(preset, f, progress)
+        dms[f] = fit_population_datamodel(pops[f])
+        runs[f] = unlearning_runs(pops[f], dms[f], algorithms, progress)
+    return Study(preset, pops, dms, runs)
+
+
+def plot_klom(frame: pd.DataFrame, floor: Mapping[str, float] | None = None, percentiles: Sequence[str] = ("p50", "p95"),
+              band: bool = False):
     """KLoM against compute (fraction of retraining): one panel per percentile x group, one line
-    per algorithm (mean over forget sets and families, band: their spread); dashed: the noise floor."""
+    per algorithm (mean over forget sets and families; ``band``: their min-max); dashed: the noise floor."""
     import seaborn as sns
 
     long = frame.melt(id_vars=["family", "forget", "algorithm", "steps", "fraction", "group"], value_vars=list(percentiles),
                       var_name="percentile", value_name="KLoM")
     grid = sns.relplot(data=long, x="fraction", y="KLoM", hue="algorithm", style="algorithm", row="percentile", col="group",
-                       kind="line", markers=True, dashes=False, errorbar=("pi", 100), height=2.8, aspect=1.3,
+                       kind="line", markers=True, dashes=False, errorbar=("pi", 100) if band else None, height=2.8, aspect=1.3,
                        facet_kws={"sharey": "row"})
     grid.set_titles("{col_name} — {row_name}")
     grid.set_axis_labels("compute (fraction of retraining)", "KLoM")
@@ -809,7 +884,7 @@ def plot_klom(frame: pd.DataFrame, floor: Mapping[str, float] | None = None, per
 __all__ = [
     "ALGORITHMS", "Datamodel", "MatchTargets", "Population", "UNLEARNING", "UnlearningConfig", "UnlearningPreset",
     "UnlearningRuns", "compute_fraction", "datamodel_quality", "example_logprobs", "fit_datamodel",
-    "fit_population_datamodel", "indicators", "klom_frame", "klom_noise_floor", "klom_table", "log1mexp",
+    "fit_population_datamodel", "indicators", "Study", "klom_frame", "klom_noise_floor", "klom_overview", "klom_table", "study", "log1mexp",
     "margin_from_logprob", "margins", "margins_from_logprobs", "matched_examples", "oracle_targets", "plot_klom",
     "build_population", "population", "retain_pool", "retain_sample_indices", "sequence_margins", "sequence_scores", "subsets_of_sizes",
     "unlearn", "unlearn_trajectory", "unlearning_preset", "untrac_comparison",
