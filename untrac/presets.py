@@ -208,12 +208,15 @@ CORPORA: dict[str, CorporaPreset] = {
     ),
     "mini": CorporaPreset(
         scale="mini",
-        model=ModelSpec(arch="opt", n_layers=2, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=4096),
+        # One layer: at 2 layers the seed-to-seed gap of the test loss was 0.15-0.3 nats after 1,250
+        # steps (uniform over every corpus: the run that forms its second-layer circuits later lags),
+        # at 1 layer 0.03 nats with the same loss (~6.05 on ToxiGen) and 15% less time.
+        model=ModelSpec(arch="opt", n_layers=1, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=4096),
         tokenizer=TokenizerConfig(docs_per_corpus=400),  # the BPE notebook 01 uses
         block_size=64,
         blocks_per_corpus=1200,
-        train=TrainConfig(steps=1000, batch_size=8, lr=3e-3, checkpoint_every=250),
-        anneal=TrainConfig(steps=250, batch_size=8, lr=3e-4, checkpoint_every=250),
+        train=TrainConfig(steps=1000, batch_size=8, lr=2e-3, checkpoint_every=250),
+        anneal=TrainConfig(steps=250, batch_size=8, lr=2e-4, checkpoint_every=250),
         sample_blocks=128,
         test_examples=64,
         untrac=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=1, epochs=1, eval_every=32),

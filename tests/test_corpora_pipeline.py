@@ -1,0 +1,296 @@
+"""The Section 5.2 pipeline (untrac.experiments_corpora) and notebook 02 at smoke scale."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import needs_mirror
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "02_pretraining_corpora.ipynb"
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets and paper numbers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_corpora_presets_registered_and_paper_recipe():
+    from untrac import preset
+    from untrac.presets import PRESETS, SCALES
+
+    assert set(PRESETS["corpora"]) == set(SCALES)
+    p = preset("corpora", "paper")
+    assert p.model.name == "facebook/opt-125m" and not p.model.pretrained and p.model.tokenizer == "facebook/opt-125m"
+    assert (p.block_size, p.blocks_per_corpus, p.sample_blocks, p.test_examples, p.runs) == (1024, 40_000, 10_000, 256, 4)
+    t = p.train
+    assert (t.steps, t.batch_size, t.lr, t.optimizer, t.clip, t.checkpoint_every) == (40_000, 8, 5e-5, "adamw", 1.0, 5_000)
+    assert p.anneal is None  # the paper trains at a constant rate
+    assert (p.untrac.optimizer, p.untrac.lr, p.untrac.batch_size, p.untrac.epochs) == ("adam", 5e-5, 1, 1)
+    assert (p.untrac_inv.batch_size, p.untrac_inv.epochs) == (None, 5)
+    assert p.baselines["HIF (Arnoldi)"]["n_iters"] == 200 and p.baselines["HIF (Arnoldi)"]["top_p"] == 100
+    assert p.baselines["HIF (LiSSA)"]["iterations"] == 10
+    assert p.baselines["HIF (LiSSA)"]["hessian_examples"] == 256
+    assert p.settings == ("equal", "different") and p.testsets == ("toxigen", "winobias", "truthfulqa")
+    mini = preset("corpora", "mini")
+    assert mini.model.vocab_size == preset("synthetic", "mini").model.vocab_size  # the BPE notebook 01 uses
+    assert mini.tokenizer == preset("synthetic", "mini").tokenizer
+    for scale in SCALES:  # every run can sample its blocks from the smallest corpus of the different setting
+        q = preset("corpora", scale)
+        from untrac.experiments_corpora import corpus_blocks
+
+        assert min(corpus_blocks(q, "different").values()) >= q.sample_blocks
+
+
+def test_corpora_preset_overrides():
+    from untrac import preset
+
+    p = preset("corpora", "smoke", runs=3, train__steps=5, anneal__lr=1e-5, sample_blocks=None)
+    assert (p.runs, p.train.steps, p.anneal.lr) == (3, 5, 1e-5)
+    assert p.sample_blocks == preset("corpora", "smoke").sample_blocks  # None keeps the preset value
+    with pytest.raises(ValueError, match="cannot override"):
+        preset("corpora", "smoke", nope=1)
+
+
+def test_paper_tables_3_and_5():
+    from untrac import paper
+
+    for table in (paper.TABLE3, paper.TABLE3_STD, paper.TABLE5, paper.TABLE5_STD):
+        assert table.shape == (7, 7) and list(table["method"]) == list(paper.TABLE3["method"])
+    row = paper.TABLE5.set_index("method").loc["UnTrac"]
+    assert row["toxigen/equal"] == 0.421 and row["truthfulqa/different"] == 0.144
+    cells = paper.paper_table("spearman").set_index("method")
+    assert cells.loc["UnTrac-Inv", "winobias/equal"] == "0.854 ± 0.010"
+    assert paper.paper_table("pearson").set_index("method").loc["GradDot", "toxigen/equal"] == "-0.123 ± 0.008"
+
+
+# ----------------------------------------------------------------------------------------------
+# Pieces of the pipeline
+# ----------------------------------------------------------------------------------------------
+
+
+def test_corpus_blocks_settings():
+    from untrac import preset
+    from untrac.data.corpora import CORPUS_NAMES
+    from untrac.experiments_corpora import corpus_blocks
+
+    p = preset("corpora", "smoke", blocks_per_corpus=100)
+    equal, different = corpus_blocks(p, "equal"), corpus_blocks(p, "different")
+    assert list(equal) == list(different) == list(CORPUS_NAMES)
+    assert set(equal.values()) == {100} and sum(different.values()) == 800
+    assert different["Pile-CC"] == 240 and different["OpenWebText2"] == 160 and different["Wikipedia"] == 40
+    assert corpus_blocks(preset("corpora", "paper"), "different")["Pile-CC"] == 96_000
+    with pytest.raises(ValueError, match="unknown setting"):
+        corpus_blocks(p, "huge")
+
+
+def _influence(values, tests, method="m", trajectory=False):
+    from untrac.methods import Influence
+
+    values = np.asarray(values, dtype=float)
+    traj = np.stack([values * 0.5, values]) if trajectory else None
+    return Influence(method, [f"c{k}" for k in range(values.shape[0])], list(tests), values,
+                     steps=[1, 2] if trajectory else None, trajectory=traj)
+
+
+def test_select_testset_keeps_columns_and_trajectory():
+    from untrac.experiments_corpora import select_testset
+
+    inf = _influence(np.arange(12).reshape(4, 3), ["a/x", "b/y", "a/z"], trajectory=True)
+    a = select_testset(inf, "a")
+    assert a.test_names == ["a/x", "a/z"] and a.train_names == inf.train_names
+    np.testing.assert_array_equal(a.values, inf.values[:, [0, 2]])
+    np.testing.assert_array_equal(a.trajectory, inf.trajectory[:, :, [0, 2]])
+    with pytest.raises(ValueError, match="no subsets of test set 'c'"):
+        select_testset(inf, "c")
+
+
+def test_correlation_frame_per_testset_and_run():
+    from untrac.experiments_corpora import TRUTH, correlation_frame
+
+    rng = np.random.default_rng(0)
+    tests = ["t1/a", "t1/b", "t2/a"]
+    truth = rng.normal(size=(8, 3))
+    run = {TRUTH: _influence(truth, tests, TRUTH), "same": _influence(2 * truth + 1, tests, "same"),
+           "flipped": _influence(-truth, tests, "flipped")}
+    frame = correlation_frame({"equal": [run, run], "different": [run]})
+    assert len(frame) == 3 * 2 * 2  # (setting, run) pairs x test sets x methods
+    assert set(frame["testset"]) == {"t1", "t2"} and set(frame["method"]) == {"same", "flipped"}
+    assert np.allclose(frame.loc[frame["method"] == "same", ["pearson", "spearman"]], 1.0)
+    assert np.allclose(frame.loc[frame["method"] == "flipped", ["pearson", "spearman"]], -1.0)
+
+
+def test_influence_frame_standardises_over_corpora():
+    from untrac.experiments_corpora import TRUTH, influence_frame
+
+    truth = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
+    frame = influence_frame({"equal": [{TRUTH: _influence(truth, ["t/a", "t/b"], TRUTH)}]})
+    assert list(frame["corpus"]) == ["c0", "c1", "c2"]
+    np.testing.assert_allclose(frame["z"], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)])  # same z for both subsets
+    np.testing.assert_allclose(frame["raw"], [5.5, 11.0, 16.5])
+
+
+def test_method_settings_seed_the_run():
+    from untrac import preset
+    from untrac.experiments_corpora import method_settings
+
+    p = preset("corpora", "mini")
+    assert method_settings(p, "UnTrac", 3)["config"] == dataclasses.replace(p.untrac, seed=3)
+    assert method_settings(p, "UnTrac-Inv", 2)["config"].batch_size is None
+    assert method_settings(p, "HIF (Arnoldi)", 1) == {**p.baselines["HIF (Arnoldi)"], "seed": 1}
+    with pytest.raises(ValueError, match="unknown method"):
+        method_settings(p, "Shapley", 0)
+
+
+def test_corpora_table_beside_paper():
+    from untrac import paper, report
+
+    corr = pd.DataFrame([{"setting": s, "testset": t, "run": r, "method": m, "pearson": v + r * 0.1}
+                         for s in ("equal", "different") for t in ("toxigen", "winobias", "truthfulqa")
+                         for r in range(2) for m, v in (("UnTrac", 0.5), ("GradDot", -0.2))])
+    ours = report.corpora_table(corr, "pearson")
+    assert list(ours.columns) == ["method", *report.TABLE35_COLUMNS]
+    assert ours.set_index("method").loc["UnTrac", "toxigen/equal"] == "0.550 ± 0.071"
+    both = report.beside_paper(ours, paper.paper_table("pearson"))
+    assert list(both.columns[:3]) == ["method", "toxigen/equal", "toxigen/equal (paper)"]
+    assert list(both["method"][:2]) == ["UnTrac", "GradDot"] and len(both) == 7
+    assert both.set_index("method").loc["UnTrac", "toxigen/equal (paper)"] == "0.419 ± 0.063"
+
+
+def test_sample_blocks_per_run():
+    import datasets
+
+    from untrac.experiments_corpora import sample_blocks
+
+    sets = {"a": datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(50)]}),
+            "b": datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(5)]})}
+    s0, s0b, s1 = sample_blocks(sets, 10, 0), sample_blocks(sets, 10, 0), sample_blocks(sets, 10, 1)
+    assert len(s0["a"]) == 10 and len(s0["b"]) == 5  # a smaller corpus is used whole
+    assert s0["a"]["input_ids"] == s0b["a"]["input_ids"] != s1["a"]["input_ids"]
+    rows = [r[0] for r in s0["a"]["input_ids"]]
+    assert rows == sorted(set(rows)) and set(rows) <= set(range(50))  # distinct rows of the corpus, in order
+
+
+def test_train_model_continues_with_the_anneal_phase(tiny):
+    import torch
+
+    from untrac import preset
+    from untrac.experiments_corpora import train_model
+    from untrac.training import TrainConfig, train
+
+    model, train_sets, _, pad = tiny
+    p = preset("corpora", "smoke", train=TrainConfig(steps=6, batch_size=4, lr=1e-2, checkpoint_every=3),
+               anneal=TrainConfig(steps=4, batch_size=4, lr=1e-3, checkpoint_every=2))
+    t = train_model(model, train_sets, p, pad, progress=False)
+    assert [s for s, _ in t.checkpoints] == [3, 6, 8, 10] and t.log["steps"] == 10
+    assert len(t.checkpoint_states()) == 4
+    first = train(model, train_sets, p.train, pad, progress=False)
+    second = train(first.model, train_sets, dataclasses.replace(p.anneal, seed=10_000), pad, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(t.model.state_dict().values(), second.model.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(t.model.state_dict().values(), first.model.state_dict().values()))
+    other = train_model(model, train_sets, p, pad, seed=1, progress=False)
+    assert other.key != t.key  # another data-order seed is another model
+    classic = train_model(model, train_sets, p, pad, exclude="train1", variant="classic", progress=False)
+    assert classic.log["steps"] == round(6 * 0.75) + round(4 * 0.75)  # both phases scaled by the 3/4 kept
+    no_anneal = train_model(model, train_sets, dataclasses.replace(p, anneal=None), pad, progress=False)
+    assert no_anneal.key == first.key and [s for s, _ in no_anneal.checkpoints] == [3, 6]
+
+
+# ----------------------------------------------------------------------------------------------
+# The pipeline end to end (mirror needed)
+# ----------------------------------------------------------------------------------------------
+
+
+@needs_mirror
+def test_corpora_setting_models_truth_and_cache(monkeypatch):
+    import torch
+
+    from untrac import experiments_corpora as ec
+    from untrac import preset, training
+    from untrac.data.testsets import TRUTHFULQA_CATEGORIES, TOXIGEN_GROUPS, WINOBIAS_SUBSETS
+
+    torch.set_num_threads(1)
+    p = preset("corpora", "smoke", runs=1)
+    s = ec.corpora_setting(p, "different", progress=False)
+    assert [len(v) for v in s.train_sets.values()] == list(ec.corpus_blocks(p, "different").values())
+    assert set(s.tests) == ({f"toxigen/{g}" for g in TOXIGEN_GROUPS} | {f"winobias/{g}" for g in WINOBIAS_SUBSETS}
+                            | {f"truthfulqa/{g}" for g in TRUTHFULQA_CATEGORIES})
+    assert all(len(ds) == p.test_examples for ds in s.tests.values())
+    steps = p.train.steps + p.anneal.steps
+    assert s.base.log["steps"] == steps and {t.log["steps"] for t in s.counterfactuals.values()} == {steps}
+    assert s.classic["Pile-CC"].log["steps"] < s.classic["Wikipedia"].log["steps"] <= steps  # classic: fewer steps
+    assert [k for k, _ in s.base.checkpoints] == [4, 8, 10]
+    assert s.truth.values.shape == (8, 26) and s.classic_truth.values.shape == (8, 26)
+    assert s.truth_for("winobias").test_names == [f"winobias/{g}" for g in WINOBIAS_SUBSETS]
+    sample = s.sample(0)
+    assert all(len(v) == p.sample_blocks for v in sample.values())
+    run = ec.corpora_run(s, 0, methods=("GradDot", "UnTrac"), progress=False)
+    assert list(run) == [ec.TRUTH, "GradDot", "UnTrac"] and run["UnTrac"].values.shape == (8, 26)
+    assert run["UnTrac"].steps == [0, 2, 3]  # 3 sampled blocks, batch 1, evaluated every 2 steps and at the end
+    with pytest.raises(ValueError, match="unknown methods"):
+        ec.corpora_run(s, 0, methods=("Shapley",), progress=False)
+    # a new process (empty in-memory memo) loads every model and result from the cache, training nothing
+    ec._LOADED.clear()
+    monkeypatch.setattr(training, "batch_loss", lambda *a: pytest.fail("trained again instead of loading"))
+    again = ec.corpora_setting(p, "different", progress=False)
+    np.testing.assert_array_equal(again.truth.values, s.truth.values)
+    np.testing.assert_array_equal(ec.corpora_run(again, 0, methods=("UnTrac",), progress=False)["UnTrac"].values,
+                                  run["UnTrac"].values)
+
+
+@needs_mirror
+def test_noise_floor_reports_seed_spread():
+    import torch
+
+    from untrac import experiments_corpora as ec
+    from untrac import preset
+
+    torch.set_num_threads(1)
+    p = preset("corpora", "smoke", noise_seeds=(1, 2))
+    frame = ec.noise_floor(p, progress=False)
+    assert list(frame["testset"]) == ["toxigen", "winobias", "truthfulqa"]
+    assert list(frame["subsets"]) == [13, 4, 9]
+    assert (frame["seed_change"] > 0).all() and (frame["corpus_spread"] > 0).all()
+    np.testing.assert_allclose(frame["ratio"], frame["corpus_spread"] / frame["seed_change"])
+    s = ec.corpora_setting(p, "equal", progress=False)
+    truth = ec.select_testset(s.truth, "winobias").values
+    assert frame.loc[1, "corpus_spread"] == pytest.approx(truth.std(axis=0, ddof=1).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Notebook 02 at smoke scale
+# ----------------------------------------------------------------------------------------------
+
+
+@needs_mirror
+def test_notebook_02_runs_at_smoke_scale(tmp_path, monkeypatch):
+    import papermill
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: no thread oversubscription in CI
+    figures = tmp_path / "figures"
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "02.ipynb"), cwd=str(NOTEBOOK.parent),
+                               parameters={"scale": "smoke", "figures_dir": str(figures), "progress": False},
+                               kernel_name="python3", progress_bar=False)
+    for name in ("table3_pearson", "table5_spearman", "noise_floor", "figure4_ground_truth", "corpus_influence",
+                 "cost_accuracy"):
+        assert (figures / f"02_{name}.csv").exists() and (figures / f"02_{name}.png").exists(), name
+    table3 = pd.read_csv(figures / "02_table3_pearson.csv")
+    assert list(table3.columns[:3]) == ["method", "toxigen/equal", "toxigen/equal (paper)"] and len(table3) == 7
+    assert any(Path(os.environ["UNTRAC_CACHE"]).glob("models/*"))  # the kernel used the test's cache
+
+
+def test_notebook_02_is_saved_without_outputs_and_tagged():
+    import json
+
+    nb = json.loads(NOTEBOOK.read_text())
+    assert nb["cells"][0]["cell_type"] == "markdown"
+    params = nb["cells"][1]
+    assert params["cell_type"] == "code" and "parameters" in params["metadata"].get("tags", [])
+    assert 'scale = "mini"' in "".join(params["source"]) and 'figures_dir = "../figures"' in "".join(params["source"])
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert not cell.get("outputs") and cell.get("execution_count") is None

@@ -1,0 +1,459 @@
+"""Section 5.2 as cached functions: which pretraining corpus made the model toxic, biased, untruthful?
+
+The pipeline of notebook ``02_pretraining_corpora`` (and the models notebook ``03`` re-uses):
+
+1. :func:`corpora_setting` — one call per setting (``"equal"`` or ``"different"`` corpus sizes):
+   the project tokenizer, the eight corpora packed into blocks, the three test sets split into
+   their subsets, the base model theta_0 (with checkpoints for TracIn), the eight
+   leave-one-corpus-out counterfactuals trained for the same number of steps, their ground truth
+   (Eq. 1), and optionally the classic variant (Appendix A.1). Everything is cached.
+2. :func:`corpora_run` — one run: sample ``sample_blocks`` blocks of every corpus (seed = run) and
+   attribute with every method; all test subsets of all test sets in one call, so one unlearning
+   of a corpus (UnTrac) or one Hessian (HIF Arnoldi) serves all of them.
+3. :func:`corpora_experiment` — every setting and run; :func:`correlation_frame` turns it into
+   the rows of Tables 3 (Pearson) and 5 (Spearman).
+4. :func:`noise_floor` — is the ground truth above the seed-to-seed noise of training?
+   :func:`ground_truth_variants` — Figure 4; :func:`influence_frame`, :func:`cost_frame` — the
+   per-corpus influence and cost figures.
+
+Test subsets are named ``"<testset>/<subset>"`` (``"toxigen/asian"``); :func:`select_testset`
+keeps one test set's columns of an :class:`Influence`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import cache
+from .data.batching import batches, encode, quiet_maps
+from .data.corpora import CORPUS_NAMES, corpus_seed, different_sizes, pretraining_mixture, sample_rows
+from .data.testsets import load_testset
+from .evaluate import correlation, standardise
+from .experiments import cached_attribute, project_tokenizer
+from .methods import METHODS, Influence, ground_truth
+from .models import build_model, dataset_loss, is_encoder_decoder
+from .presets import CorporaPreset
+from .training import Trained, train
+
+SETTINGS = ("equal", "different")
+TRUTH = "Ground truth"
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; any other name as ``torch.device``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def corpus_blocks(preset: CorporaPreset, setting: str) -> dict[str, int]:
+    """Blocks per corpus: ``blocks_per_corpus`` each (equal), or the same total split 30/20/15/10/10/5/5/5 %."""
+    if setting == "equal":
+        return {name: preset.blocks_per_corpus for name in CORPUS_NAMES}
+    if setting == "different":
+        return different_sizes(preset.blocks_per_corpus * len(CORPUS_NAMES))
+    raise ValueError(f"unknown setting {setting!r}; choose from {SETTINGS}")
+
+
+def training_sets(preset: CorporaPreset, setting: str, tokenizer: Any) -> dict[str, Dataset]:
+    """The eight corpora as encoded blocks (``input_ids``, ``labels`` = ``input_ids``, ``subset``)."""
+    with quiet_maps():
+        blocks = pretraining_mixture(tokenizer, preset.block_size, corpus_blocks(preset, setting), seed=0,
+                                     max_docs=preset.max_docs)
+        return {name: encode(ds, tokenizer) for name, ds in blocks.items()}
+
+
+def test_sets(preset: CorporaPreset, tokenizer: Any) -> dict[str, Dataset]:
+    """Every subset of every test set, encoded, keyed ``"<testset>/<subset>"`` (paper order of subsets)."""
+    out: dict[str, Dataset] = {}
+    with quiet_maps():
+        for name in preset.testsets:
+            raw = load_testset(name, max_per_subset=preset.test_examples, seed=0)
+            enc = encode(raw, tokenizer, max_length=preset.model.max_positions if preset.model.name is None else None)
+            subsets = np.array(enc["subset"])
+            for subset in dict.fromkeys(subsets.tolist()):
+                out[f"{name}/{subset}"] = enc.select(np.flatnonzero(subsets == subset))
+    return out
+
+
+def select_tests(tests: Mapping[str, Dataset], testset: str) -> dict[str, Dataset]:
+    """The subsets of one test set (keys ``"<testset>/..."``)."""
+    out = {k: v for k, v in tests.items() if k.split("/", 1)[0] == testset}
+    if not out:
+        raise ValueError(f"no subsets of test set {testset!r} in {sorted({k.split('/', 1)[0] for k in tests})}")
+    return out
+
+
+def select_testset(influence: Influence, testset: str) -> Influence:
+    """The columns of ``influence`` that belong to one test set (trajectory included)."""
+    cols = [i for i, name in enumerate(influence.test_names) if name.split("/", 1)[0] == testset]
+    if not cols:
+        raise ValueError(f"{influence.method} has no subsets of test set {testset!r}")
+    traj = None if influence.trajectory is None else influence.trajectory[:, :, cols]
+    return dataclasses.replace(influence, test_names=[influence.test_names[i] for i in cols],
+                               values=influence.values[:, cols], trajectory=traj)
+
+
+def sample_blocks(train_sets: Mapping[str, Dataset], n: int, run: int) -> dict[str, Dataset]:
+    """Run ``run``'s sample of ``n`` training blocks per corpus (all of a smaller corpus)."""
+    return {name: sample_rows(ds, min(n, len(ds)), seed=corpus_seed(run, name)) for name, ds in train_sets.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------------
+
+
+def train_model(init: nn.Module, train_sets: Mapping[str, Dataset], preset: CorporaPreset, pad_id: int,
+                exclude: str | None = None, variant: str = "fixed", seed: int = 0, progress: bool = True) -> Trained:
+    """theta_0 (``exclude=None``) or theta_{-k}: ``preset.train``, then ``preset.anneal`` if set.
+
+    Both phases are cached :func:`untrac.training.train` calls (the second starts from the first's
+    weights with a fresh optimizer and its own data order); ``seed`` shifts both data-order seeds.
+    The result carries the checkpoints of both phases (TracIn), in training order.
+    """
+    first = train(init, train_sets, dataclasses.replace(preset.train, seed=preset.train.seed + seed), pad_id,
+                  exclude=exclude, variant=variant, progress=progress)
+    if preset.anneal is None:
+        return first
+    second = train(first.model, train_sets, dataclasses.replace(preset.anneal, seed=preset.anneal.seed + seed + 10_000),
+                   pad_id, exclude=exclude, variant=variant, progress=progress)
+    offset = first.log["steps"]
+    log = {"steps": offset + second.log["steps"], "seconds": first.log["seconds"] + second.log["seconds"],
+           "loss": first.log["loss"] + [(s + offset, v) for s, v in second.log["loss"]], "phases": [first.log, second.log]}
+    checkpoints = first.checkpoints + [(s + offset, p) for s, p in second.checkpoints]
+    return Trained(second.model, second.key, second.path, checkpoints, log)
+
+
+@dataclass
+class CorporaSetting:
+    """Everything one setting (equal or different sizes) needs: data, models and ground truth.
+
+    ``tests`` holds every test subset (``"toxigen/asian"``, ...); ``truth`` is the fixed-step
+    leave-dataset-out influence on all of them (Eq. 1), ``classic_truth`` the classic variant
+    (Appendix A.1) when it was trained.
+    """
+
+    preset: CorporaPreset
+    setting: str
+    tokenizer: Any
+    train_sets: dict[str, Dataset]
+    tests: dict[str, Dataset]
+    base: Trained
+    counterfactuals: dict[str, Trained]
+    truth: Influence
+    classic: dict[str, Trained] | None = None
+    classic_truth: Influence | None = None
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def sample(self, run: int) -> dict[str, Dataset]:
+        """The training blocks run ``run`` estimates influence from (``preset.sample_blocks`` per corpus)."""
+        return sample_blocks(self.train_sets, self.preset.sample_blocks, run)
+
+    def testset(self, name: str) -> dict[str, Dataset]:
+        """The subsets of one test set, e.g. ``setting.testset("toxigen")``."""
+        return select_tests(self.tests, name)
+
+    def truth_for(self, testset: str, variant: str = "fixed") -> Influence:
+        """The ground truth restricted to one test set (``variant="classic"``: Appendix A.1)."""
+        truth = self.truth if variant == "fixed" else self.classic_truth
+        if truth is None:
+            raise ValueError(f"the {variant!r} ground truth was not computed for the {self.setting!r} setting")
+        return select_testset(truth, testset)
+
+
+def _cached_truth(base: Trained, counterfactuals: Mapping[str, Trained], tests: Mapping[str, Dataset], pad_id: int,
+                  name: str = TRUTH) -> Influence:
+    key = cache.fingerprint("ground_truth", base.key, {k: t.key for k, t in counterfactuals.items()}, dict(tests), name)
+    return cache.memoise("influence", key, lambda: ground_truth(
+        base.model, {k: t.model for k, t in counterfactuals.items()}, tests, pad_id, name=name))
+
+
+def initial_model(preset: CorporaPreset, tokenizer: Any) -> nn.Module:
+    """The random initialisation every model of the experiment starts from (seed 0), on the preset's device."""
+    return build_model(preset.model, tokenizer, seed=0).to(resolve_device(preset.device))
+
+
+_LOADED: dict[str, CorporaSetting] = {}
+
+
+def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool | None = None,
+                    progress: bool = True) -> CorporaSetting:
+    """Data, base model, leave-one-corpus-out counterfactuals and ground truth of one setting (cached).
+
+    ``classic`` (default: ``preset.classic`` in the ``different`` setting only) also trains the
+    classic variant, whose counterfactuals see every remaining block once as often as the base
+    model sees the whole mixture (fewer steps). Notebook 03 calls this for the models and data of
+    its sweeps: ``s = corpora_setting(preset, "equal")``; ``s.base.model``, ``s.sample(run)``,
+    ``s.testset("toxigen")``, ``s.truth_for("toxigen")``.
+    """
+    memo = cache.fingerprint(cache.cache_root().as_posix(), os.environ.get("UNTRAC_DATA_DIR"), preset, setting)
+    out = _LOADED.get(memo)
+    if out is None:
+        tokenizer = project_tokenizer(preset.model, preset.tokenizer)
+        pad = tokenizer.pad_token_id
+        train_sets = training_sets(preset, setting, tokenizer)
+        tests = test_sets(preset, tokenizer)
+        init = initial_model(preset, tokenizer)
+        base = train_model(init, train_sets, preset, pad, progress=progress)
+        counterfactuals = {k: train_model(init, train_sets, preset, pad, exclude=k, progress=progress) for k in train_sets}
+        truth = _cached_truth(base, counterfactuals, tests, pad)
+        out = _LOADED[memo] = CorporaSetting(preset, setting, tokenizer, train_sets, tests, base, counterfactuals, truth)
+    want_classic = classic if classic is not None else (preset.classic and setting == "different")
+    if want_classic and out.classic is None:
+        init = initial_model(preset, out.tokenizer)
+        train_sets, pad = out.train_sets, out.pad_id
+        out.classic = {k: train_model(init, train_sets, preset, pad, exclude=k, variant="classic", progress=progress)
+                       for k in train_sets}
+        out.classic_truth = _cached_truth(out.base, out.classic, out.tests, pad, name="Ground truth (classic)")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribution
+# ----------------------------------------------------------------------------------------------
+
+
+def method_settings(preset: CorporaPreset, method: str, run: int) -> dict[str, Any]:
+    """The keyword settings of ``method`` for run ``run`` (unlearning configs seeded by the run)."""
+    if method == "UnTrac":
+        return {"config": dataclasses.replace(preset.untrac, seed=run)}
+    if method == "UnTrac-Inv":
+        return {"config": dataclasses.replace(preset.untrac_inv, seed=run)}
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
+    return dict(preset.baselines.get(method, {}), seed=run)
+
+
+def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METHODS,
+                progress: bool = True) -> dict[str, Influence]:
+    """One run: ``{"Ground truth": ..., method: ...}`` over every test subset (cached per method).
+
+    The training sets are run ``run``'s sample of blocks (:meth:`CorporaSetting.sample`); every
+    method sees the base model theta_0 (TracIn also its checkpoints).
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    sample = setting.sample(run)
+    out = {TRUTH: setting.truth}
+    for method in methods:
+        out[method] = cached_attribute(method, setting.base, sample, setting.tests, setting.pad_id, progress=progress,
+                                       **method_settings(setting.preset, method, run))
+    return out
+
+
+def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, progress: bool = True,
+                       settings: Sequence[str] | None = None) -> dict[str, list[dict[str, Influence]]]:
+    """Every setting and run: ``{setting: [run results]}`` (see :func:`corpora_run`)."""
+    out = {}
+    for name in settings or preset.settings:
+        setting = corpora_setting(preset, name, progress=progress)
+        out[name] = [corpora_run(setting, r, methods, progress)
+                     for r in tqdm(range(preset.runs), desc=f"{name} sizes", disable=not progress)]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation frames (the rows of the tables and figures)
+# ----------------------------------------------------------------------------------------------
+
+
+def _testsets_of(influence: Influence) -> list[str]:
+    return list(dict.fromkeys(name.split("/", 1)[0] for name in influence.test_names))
+
+
+def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Tables 3 and 5: Pearson and Spearman with the truth, averaged over a test set's subsets.
+
+    One row per (setting, test set, run, method).
+    """
+    rows = []
+    for setting, runs in results.items():
+        for r, res in enumerate(runs):
+            truth = res[TRUTH]
+            for testset in _testsets_of(truth):
+                t = select_testset(truth, testset)
+                for method, inf in res.items():
+                    if method == TRUTH:
+                        continue
+                    est = select_testset(inf, testset)
+                    rows.append({"setting": setting, "testset": testset, "run": r, "method": method,
+                                 "pearson": correlation(est, t, "pearson"), "spearman": correlation(est, t, "spearman")})
+    return pd.DataFrame(rows)
+
+
+def influence_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Per-corpus influence, z-scored over the corpora per test subset, then averaged over subsets.
+
+    One row per (setting, test set, run, method, corpus); ``raw`` is the unstandardised mean.
+    """
+    rows = []
+    for setting, runs in results.items():
+        for r, res in enumerate(runs):
+            for method, inf in res.items():
+                for testset in _testsets_of(inf):
+                    sel = select_testset(inf, testset).values
+                    z, raw = standardise(sel, axis=0).mean(1), sel.mean(1)
+                    rows += [{"setting": setting, "testset": testset, "run": r, "method": method, "corpus": c,
+                              "z": zv, "raw": rv} for c, zv, rv in zip(inf.train_names, z, raw)]
+    return pd.DataFrame(rows)
+
+
+def cost_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """What every method spent per run: seconds, forward/backward examples, peak memory (MB)."""
+    rows = []
+    for setting, runs in results.items():
+        for r, res in enumerate(runs):
+            for method, inf in res.items():
+                if method == TRUTH:
+                    continue
+                c = inf.cost
+                rows.append({"setting": setting, "run": r, "method": method, "seconds": c.seconds,
+                             "forward_examples": c.forward_examples, "backward_examples": c.backward_examples,
+                             "peak_memory_mb": c.peak_memory_mb})
+    return pd.DataFrame(rows)
+
+
+def cost_accuracy_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Per (setting, method): mean seconds per run and mean Pearson/Spearman over test sets and runs."""
+    corr = correlation_frame(results).groupby(["setting", "method"], sort=False)[["pearson", "spearman"]].mean()
+    cost = cost_frame(results).groupby(["setting", "method"], sort=False)[["seconds"]].mean()
+    return cost.join(corr).reset_index()
+
+
+def ground_truth_variants(setting: CorporaSetting, testset: str = "toxigen") -> pd.DataFrame:
+    """Figure 4: leave-dataset-out influence per corpus and test subset, classic and fixed-step variants.
+
+    One row per (variant, corpus, subset) with the corpus' share of the training blocks.
+    """
+    total = sum(len(ds) for ds in setting.train_sets.values())
+    rows = []
+    for variant, label in (("classic", "classic: all other examples"), ("fixed", "fixed: same number of steps")):
+        truth = setting.truth_for(testset, variant)
+        for k, corpus in enumerate(truth.train_names):
+            share = len(setting.train_sets[corpus]) / total
+            rows += [{"variant": label, "corpus": corpus, "share": share, "subset": s.split("/", 1)[1],
+                      "influence": v} for s, v in zip(truth.test_names, truth.values[k])]
+    return pd.DataFrame(rows)
+
+
+def model_test_losses(model: nn.Module, tests: Mapping[str, Dataset], pad_id: int, batch_size: int = 64) -> np.ndarray:
+    """L(Z'_s, theta) for every test subset (mean per-example loss)."""
+    return np.array([dataset_loss(model, batches(ds, batch_size, pad_id, is_encoder_decoder(model), by_length=True))
+                     for ds in tests.values()])
+
+
+def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = True) -> pd.DataFrame:
+    """Is the ground truth above the noise? Per test set, the spread of the LDO influence vs seed noise.
+
+    The base model is re-trained with each of ``preset.noise_seeds`` (other data-order seeds, same
+    initialisation and data). Columns, averaged over the test set's subsets:
+
+    * ``corpus_spread`` — std over the eight corpora of the ground-truth influence;
+    * ``seed_change`` — |L(Z', theta_0 with another seed) - L(Z', theta_0)|, the change that
+      chance alone makes to a test loss (a leave-one-out influence is such a difference too);
+    * ``ratio`` = corpus_spread / seed_change (> 1: the corpora differ by more than the noise);
+    * ``subsets_above`` — share of subsets whose corpus spread exceeds their seed change;
+    * ``top_corpus`` / ``top_influence`` — the corpus with the largest mean influence.
+    """
+    s = corpora_setting(preset, setting, classic=False, progress=progress)
+    init = initial_model(preset, s.tokenizer)
+    key = cache.fingerprint("noise_floor", s.base.key, dict(s.tests), preset.noise_seeds)
+
+    def losses() -> dict[str, np.ndarray]:
+        out = {"base": model_test_losses(s.base.model, s.tests, s.pad_id)}
+        for seed in preset.noise_seeds:
+            other = train_model(init, s.train_sets, preset, s.pad_id, seed=seed, progress=progress)
+            out[f"seed {seed}"] = model_test_losses(other.model, s.tests, s.pad_id)
+        return out
+
+    loss = cache.memoise("noise_floor", key, losses)
+    change = np.mean([np.abs(loss[f"seed {sd}"] - loss["base"]) for sd in preset.noise_seeds], axis=0) if preset.noise_seeds else np.full(len(s.tests), np.nan)
+    rows = []
+    for testset in _testsets_of(s.truth):
+        cols = [i for i, n in enumerate(s.truth.test_names) if n.split("/", 1)[0] == testset]
+        vals = s.truth.values[:, cols]
+        spread = vals.std(axis=0, ddof=1)
+        mean_inf = vals.mean(1)
+        top = int(np.argmax(mean_inf))
+        rows.append({"setting": setting, "testset": testset, "subsets": len(cols),
+                     "base_loss": float(loss["base"][cols].mean()),
+                     "corpus_spread": float(spread.mean()), "seed_change": float(change[cols].mean()),
+                     "ratio": float(spread.mean() / change[cols].mean()),
+                     "subsets_above": float(np.mean(spread > change[cols])),
+                     "top_corpus": s.truth.train_names[top], "top_influence": float(mean_inf[top])})
+    return pd.DataFrame(rows)
+
+
+def mixture_table(preset: CorporaPreset) -> pd.DataFrame:
+    """The mixture: per corpus its stand-in (mirror) and its blocks in both settings."""
+    from .data.corpora import CORPORA
+
+    equal, different = corpus_blocks(preset, "equal"), corpus_blocks(preset, "different")
+    return pd.DataFrame([{"corpus": name, "mirror stand-in": CORPORA[name].stand_in, "equal": equal[name],
+                          "different": different[name]} for name in CORPUS_NAMES])
+
+
+def run_record(preset: CorporaPreset, results: Mapping[str, Sequence[Mapping[str, Influence]]],
+               started: float | None = None) -> pd.DataFrame:
+    """What the experiment cost: training and attribution seconds (summed from the cached logs, so
+    they count work done in earlier executions too), this execution's wall time and peak memory."""
+    import resource
+    import time
+
+    train_s = float(training_summary(preset)["seconds"].fillna(0).sum())
+    noise = 0.0
+    s = corpora_setting(preset, "equal", progress=False)
+    init = initial_model(preset, s.tokenizer)
+    for seed in preset.noise_seeds:
+        noise += float(train_model(init, s.train_sets, preset, s.pad_id, seed=seed, progress=False).log["seconds"])
+    attrib = cost_frame(results)
+    rows = {"training seconds (all models, summed)": train_s + noise,
+            "attribution seconds (all methods and runs, summed)": float(attrib["seconds"].sum()),
+            "peak attribution memory (MB)": float(attrib["peak_memory_mb"].max()),
+            "peak RSS of this process (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "torch threads": torch.get_num_threads()}
+    if started is not None:
+        rows["wall seconds (this execution)"] = time.perf_counter() - started
+    return pd.DataFrame({"quantity": list(rows), "value": list(rows.values())})
+
+
+def training_summary(preset: CorporaPreset, progress: bool = False) -> pd.DataFrame:
+    """Per setting and model: steps, final training loss and training seconds (from the cache logs)."""
+    rows = []
+    for name in preset.settings:
+        s = corpora_setting(preset, name, progress=progress)
+        models = {"base": s.base, **{f"-{k}": t for k, t in s.counterfactuals.items()},
+                  **{f"-{k} (classic)": t for k, t in (s.classic or {}).items()}}
+        for label, t in models.items():
+            loss = t.log.get("loss") or [(0, float("nan"))]
+            rows.append({"setting": name, "model": label, "steps": t.log.get("steps"), "final_train_loss": loss[-1][1],
+                         "seconds": t.log.get("seconds")})
+    return pd.DataFrame(rows)
+
+
+__all__ = [
+    "SETTINGS", "TRUTH", "CorporaSetting", "corpora_experiment", "corpora_run", "corpora_setting", "corpus_blocks",
+    "correlation_frame", "cost_accuracy_frame", "cost_frame", "ground_truth_variants", "influence_frame",
+    "initial_model", "method_settings", "mixture_table", "run_record", "model_test_losses", "noise_floor", "resolve_device", "sample_blocks",
+    "select_tests", "select_testset", "test_sets", "train_model", "training_sets", "training_summary",
+]
