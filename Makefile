@@ -4,7 +4,7 @@ PY        ?= python3
 VENV      ?= .venv
 TORCH     ?= torch==2.13.0
 SCALE     ?= mini
-UNTRAC_DATA_DIR ?= $(abspath ../shared/data)
+UNTRAC_DATA_DIR ?= $(wildcard $(abspath ../shared/data))
 # one intra-op thread: CPU results are then bit-identical from machine to machine (the thread count
 # changes summation order), and tiny models gain little from more threads; raise it at will
 OMP_NUM_THREADS ?= 1
