@@ -40,8 +40,10 @@ def per_subset_correlation(estimate: Influence, truth: Influence, kind: str = "p
 
 
 def correlation(estimate: Influence, truth: Influence, kind: str = "pearson") -> float:
-    """Mean over test subsets of the per-subset correlation with the ground truth."""
-    return float(np.nanmean(per_subset_correlation(estimate, truth, kind)))
+    """Mean over test subsets of the per-subset correlation with the ground truth (NaN where every
+    subset is undefined, e.g. at step 0 of a trajectory, where every influence is 0)."""
+    values = per_subset_correlation(estimate, truth, kind)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def trajectory_correlation(estimate: Influence, truth: Influence, kind: str = "pearson") -> pd.DataFrame:

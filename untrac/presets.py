@@ -253,3 +253,40 @@ CORPORA: dict[str, CorporaPreset] = {
 }
 
 PRESETS["corpora"] = CORPORA
+
+
+PAPER_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")  # Table 4 (top)
+PAPER_LEARNING_RATES = (5e-6, 1e-5, 5e-5, 1e-4, 5e-4)  # Table 4 (bottom)
+
+
+@dataclass(frozen=True)
+class SensitivityPreset:
+    """Sec. 6 grids, run on the models of the ``corpora`` preset of the same scale.
+
+    Figure 3: correlation over ``epochs`` unlearning epochs (``evals_per_epoch`` points each) for
+    every batch size in ``batch_sizes`` (``None``: the largest the data allows, one batch).
+    Table 4: every optimizer at the method's preset learning rate; Adam at every learning rate.
+    ``lr_scale`` multiplies the paper's learning rates; ``None`` scales them per method by the
+    corpora preset's unlearning lr / the paper's 5e-5 (1 for both methods at paper scale).
+    """
+
+    scale: str
+    testset: str = "toxigen"
+    setting: str = "equal"
+    runs: int = 4
+    epochs: int = 5  # Figure 3's x axis: unlearning epochs
+    evals_per_epoch: int = 4
+    batch_sizes: tuple[int | None, ...] = (1, None)
+    optimizers: tuple[str, ...] = PAPER_OPTIMIZERS
+    learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
+    lr_scale: float | None = None
+
+
+SENSITIVITY: dict[str, SensitivityPreset] = {
+    "smoke": SensitivityPreset(scale="smoke", runs=2, epochs=2, evals_per_epoch=1,
+                               optimizers=("sgd", "adam"), learning_rates=(5e-5, 5e-4)),
+    "mini": SensitivityPreset(scale="mini", epochs=4, evals_per_epoch=2),
+    "paper": SensitivityPreset(scale="paper"),
+}
+
+PRESETS["sensitivity"] = SENSITIVITY

@@ -85,7 +85,7 @@ def trajectory_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], meth
 def plot_trajectories(frame: pd.DataFrame, value: str = "influence", hue: str = "train") -> plt.Figure:
     """Lines of ``value`` over unlearning steps, mean and 95% band over runs, method x family grid."""
     grid = sns.relplot(data=frame, x="step", y=value, hue=hue, row="method", col="family", kind="line",
-                       errorbar=("ci", 95), height=2.8, aspect=1.4, facet_kws={"sharey": False, "sharex": False})
+                       errorbar=("ci", 95), seed=0, height=2.8, aspect=1.4, facet_kws={"sharey": False, "sharex": False})
     grid.set_titles("{row_name} — {col_name}")
     grid.set_axis_labels("unlearning step", value)
     return grid.figure
@@ -235,7 +235,7 @@ def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson") -> plt
 def plot_epoch_curves(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure:
     """Figure 3: correlation with the ground truth over unlearning epochs, per method and batch size."""
     grid = sns.relplot(data=frame, x="epoch", y=value, hue="batch", col="method", kind="line", marker="o",
-                       errorbar=("ci", 95), height=3.2, aspect=1.3, facet_kws={"sharex": False})
+                       errorbar=("ci", 95), seed=0, height=3.2, aspect=1.3, facet_kws={"sharex": False})
     grid.set_titles("{col_name}")
     grid.set_axis_labels("unlearning epochs", f"{value} with ground truth")
     for ax in grid.axes.flat:

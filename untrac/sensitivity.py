@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 
@@ -20,29 +19,11 @@ from .evaluate import correlation
 from .experiments import cached_attribute
 from .experiments_corpora import CorporaSetting
 from .methods.untrac import UnlearnConfig
+from .presets import SensitivityPreset
 from .sweep import sweep
 
 METHODS = ("UnTrac", "UnTrac-Inv")
-PAPER_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")
-PAPER_LEARNING_RATES = (5e-6, 1e-5, 5e-5, 1e-4, 5e-4)
-PAPER_UNLEARNING_LR = 5e-5
-
-
-@dataclass(frozen=True)
-class SensitivityPreset:
-    """Sec. 6 grids. ``lr_scale`` multiplies the paper's learning rates for a model whose natural
-    unlearning rate differs (mini: the corpora preset's unlearning lr / the paper's 5e-5)."""
-
-    scale: str
-    testset: str = "toxigen"
-    setting: str = "equal"
-    runs: int = 4
-    epochs: int = 5  # Figure 3's x axis: unlearning epochs
-    evals_per_epoch: int = 4
-    batch_sizes: tuple[int | None, ...] = (1, None)  # None: the largest the data allows (one batch)
-    optimizers: tuple[str, ...] = PAPER_OPTIMIZERS
-    learning_rates: tuple[float, ...] = PAPER_LEARNING_RATES
-    lr_scale: float | None = None  # None: the corpora preset's UnTrac lr / the paper's 5e-5
+PAPER_UNLEARNING_LR = 5e-5  # Adam, both methods (Sec. 5)
 
 
 def _sized(setting: CorporaSetting, method: str, run: int, testset: str) -> int:
@@ -51,9 +32,13 @@ def _sized(setting: CorporaSetting, method: str, run: int, testset: str) -> int:
     return min(len(ds) for ds in sets.values())
 
 
-def lr_scale(setting: CorporaSetting, preset: SensitivityPreset) -> float:
-    """How much the paper's learning rates are multiplied by for this model (Table 4 bottom)."""
-    return preset.lr_scale if preset.lr_scale is not None else setting.preset.untrac.lr / PAPER_UNLEARNING_LR
+def lr_scale(setting: CorporaSetting, preset: SensitivityPreset, method: str) -> float:
+    """How much the paper's learning rates are multiplied by for ``method`` on this model (Table 4
+    bottom): ``preset.lr_scale``, or the method's unlearning lr in the corpora preset / the paper's 5e-5,
+    so that each column sits at the same multiple of the method's working rate as in the paper."""
+    if preset.lr_scale is not None:
+        return preset.lr_scale
+    return base_config(setting, method).lr / PAPER_UNLEARNING_LR
 
 
 def base_config(setting: CorporaSetting, method: str) -> UnlearnConfig:
@@ -112,19 +97,12 @@ def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, meth
 
     ``paper_lr`` is the paper's column; ``lr`` = ``paper_lr * lr_scale(...)`` is what ran.
     """
-    scale = lr_scale(setting, preset)
+    scales = {method: lr_scale(setting, preset, method) for method in methods}
 
     def cell(method: str, paper_lr: float, run: int) -> pd.DataFrame:
-        cfg = dataclasses.replace(base_config(setting, method), optimizer="adam", lr=paper_lr * scale, eval_every=None)
+        cfg = dataclasses.replace(base_config(setting, method), optimizer="adam", lr=paper_lr * scales[method],
+                                  eval_every=None)
         return curve(setting, method, cfg, run, preset.testset).tail(1).assign(lr=cfg.lr)
 
     grid = {"method": list(methods), "paper_lr": list(preset.learning_rates), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=("table4-lr", setting.base.key, preset), progress=progress)
-
-
-SENSITIVITY: dict[str, SensitivityPreset] = {
-    "smoke": SensitivityPreset(scale="smoke", runs=2, epochs=2, evals_per_epoch=1,
-                               optimizers=("sgd", "adam"), learning_rates=(5e-5, 5e-4)),
-    "mini": SensitivityPreset(scale="mini", epochs=4, evals_per_epoch=2),
-    "paper": SensitivityPreset(scale="paper"),
-}
+    return sweep(cell, grid, context=("table4-lr", setting.base.key, preset, scales), progress=progress)

@@ -1,0 +1,65 @@
+"""Sec. 6 grids: presets, learning-rate scaling, and the one-run evaluation schedule of Figure 3."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+
+def test_sensitivity_presets_cover_the_paper_grid():
+    import untrac
+    from untrac import paper
+
+    grid = untrac.preset("sensitivity", "paper")
+    assert grid.optimizers == tuple(paper.TABLE4_OPTIMIZER["optimizer"].unique())
+    assert grid.learning_rates == tuple(paper.TABLE4_LR["paper_lr"].unique())
+    assert grid.batch_sizes == (1, None) and grid.testset == "toxigen" and grid.setting == "equal"
+    assert untrac.preset("sensitivity", "mini", runs=2).runs == 2
+    assert untrac.preset("sensitivity", "mini", runs=None).runs == 4  # None keeps the preset's value
+
+
+def test_learning_rates_scale_per_method():
+    from untrac.methods import UnlearnConfig
+    from untrac.presets import SensitivityPreset
+    from untrac.sensitivity import lr_scale
+
+    setting = SimpleNamespace(preset=SimpleNamespace(untrac=UnlearnConfig(lr=5e-5), untrac_inv=UnlearnConfig(lr=1e-3)))
+    grid = SensitivityPreset(scale="mini")
+    assert lr_scale(setting, grid, "UnTrac") == pytest.approx(1.0)
+    assert lr_scale(setting, grid, "UnTrac-Inv") == pytest.approx(20.0)
+    fixed = SensitivityPreset(scale="mini", lr_scale=3.0)
+    assert lr_scale(setting, fixed, "UnTrac") == lr_scale(setting, fixed, "UnTrac-Inv") == 3.0
+
+
+@pytest.mark.parametrize("method", ["UnTrac", "UnTrac-Inv"])
+def test_each_point_of_a_curve_equals_a_run_stopped_there(tiny, method):
+    """Figure 3 costs one run per curve: the influence recorded at step k of a long run is exactly
+    what a run of k steps returns (same data order across epochs, same optimizer state)."""
+    from untrac.methods import UnlearnConfig, attribute
+
+    model, train_sets, test_sets, pad = tiny
+    config = UnlearnConfig(lr=1e-3, batch_size=2 if method == "UnTrac" else None, epochs=3, eval_every=2)
+    long = attribute(method, model, train_sets, test_sets, pad, config=config, progress=False)
+    assert len(long.steps) >= 3
+    for i, k in enumerate(long.steps):
+        if k == 0:
+            assert np.all(long.trajectory[i] == 0)
+            continue
+        short = attribute(method, model, train_sets, test_sets, pad, progress=False,
+                          config=UnlearnConfig(lr=1e-3, batch_size=config.batch_size, steps=k))
+        np.testing.assert_allclose(long.trajectory[i], short.values, rtol=1e-5, atol=1e-7)
+
+
+def test_correlation_of_an_all_zero_estimate_is_nan_without_warning():
+    import warnings
+
+    from untrac.evaluate import correlation
+    from untrac.methods.result import Influence
+
+    truth = Influence("Ground truth", ["a", "b", "c"], ["t1", "t2"], np.arange(6.0).reshape(3, 2))
+    zero = Influence("UnTrac", ["a", "b", "c"], ["t1", "t2"], np.zeros((3, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(correlation(zero, truth))
+    assert correlation(truth, truth) == pytest.approx(1.0)
