@@ -46,6 +46,12 @@ def base_config(setting: CorporaSetting, method: str) -> UnlearnConfig:
     return setting.preset.untrac if method == "UnTrac" else setting.preset.untrac_inv
 
 
+def _context(table: str, setting: CorporaSetting, preset: SensitivityPreset) -> tuple:
+    """What a grid's cells depend on besides the cell itself: the base model (and so the data and
+    the truth), both methods' preset configs and the grid preset. Part of every cell's cache key."""
+    return (table, setting.base.key, setting.preset.untrac, setting.preset.untrac_inv, preset)
+
+
 def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int, testset: str = "toxigen") -> pd.DataFrame:
     """Pearson and Spearman with the ground truth at every evaluation point of one unlearning run."""
     sample = setting.sample(run)
@@ -74,7 +80,7 @@ def epoch_curves(setting: CorporaSetting, preset: SensitivityPreset, methods: Se
         return curve(setting, method, cfg, run, preset.testset)
 
     grid = {"method": list(methods), "batch_size": list(preset.batch_sizes), "run": list(range(preset.runs))}
-    frame = sweep(cell, grid, context=("figure3", setting.base.key, preset), progress=progress)
+    frame = sweep(cell, grid, context=_context("figure3", setting, preset), progress=progress)
     frame["batch"] = [str(b) if b is not None else "whole set" for b in frame["batch_size"]]
     return frame
 
@@ -88,7 +94,7 @@ def optimizer_table(setting: CorporaSetting, preset: SensitivityPreset, methods:
         return curve(setting, method, cfg, run, preset.testset).tail(1)
 
     grid = {"method": list(methods), "optimizer": list(preset.optimizers), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=("table4-optimizer", setting.base.key, preset), progress=progress)
+    return sweep(cell, grid, context=_context("table4-optimizer", setting, preset), progress=progress)
 
 
 def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, methods: Sequence[str] = METHODS,
@@ -105,4 +111,4 @@ def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, meth
         return curve(setting, method, cfg, run, preset.testset).tail(1).assign(lr=cfg.lr)
 
     grid = {"method": list(methods), "paper_lr": list(preset.learning_rates), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=("table4-lr", setting.base.key, preset, scales), progress=progress)
+    return sweep(cell, grid, context=_context("table4-lr", setting, preset), progress=progress)
