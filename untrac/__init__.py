@@ -18,6 +18,7 @@ from .methods import METHODS, Influence, UnlearnConfig, UnlearningDiverged, attr
 from .models import ModelSpec, build_model, build_tokenizer, example_losses
 from .presets import SCALES, preset
 from .training import TrainConfig, leave_dataset_out, train
+from . import unlearning  # noqa: E402,F401  (registers the "unlearning" preset of notebook 04)
 
 __all__ = [
     "METHODS", "SCALES", "Influence", "ModelSpec", "TrainConfig", "UnlearnConfig", "UnlearningDiverged",

@@ -121,7 +121,8 @@ def _replace(obj: Any, path: list[str], value: Any) -> Any:
 
 
 def preset(experiment: str, scale: str, **overrides: Any) -> Any:
-    """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested)."""
+    """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested;
+    ``None`` values are ignored, lists become tuples, so notebook parameters pass straight through)."""
     if experiment not in PRESETS:
         raise ValueError(f"unknown experiment {experiment!r}; choose from {sorted(PRESETS)}")
     table = PRESETS[experiment]
@@ -131,6 +132,8 @@ def preset(experiment: str, scale: str, **overrides: Any) -> Any:
     for key, value in overrides.items():
         if value is None:
             continue
+        if isinstance(value, list):
+            value = tuple(value)
         try:
             out = _replace(out, key.split("__"), value)
         except (TypeError, AttributeError) as err:

@@ -60,7 +60,8 @@ from . import cache, klom as klom_lib
 from .data.batching import IGNORE, batches, check_nonempty, collate, epoch_stream
 from .methods.untrac import UnlearningDiverged
 from .models import example_losses, is_encoder_decoder
-from .presets import SYNTHETIC, SyntheticPreset
+from .presets import PRESETS, SYNTHETIC, SyntheticPreset
+from .presets import preset as get_preset
 from .training import TrainConfig, Trained, make_optimizer, train
 
 ALGORITHMS = ("do nothing", "gradient ascent", "ascent+descent", "oracle matching", "datamodel matching")
@@ -470,27 +471,12 @@ UNLEARNING: dict[str, UnlearningPreset] = {
 }
 
 
-def _replace_path(obj: Any, path: list[str], value: Any) -> Any:
-    if len(path) == 1:
-        return replace(obj, **{path[0]: value})
-    return replace(obj, **{path[0]: _replace_path(getattr(obj, path[0]), path[1:], value)})
+PRESETS["unlearning"] = UNLEARNING
 
 
 def unlearning_preset(scale: str, **overrides: Any) -> UnlearningPreset:
-    """The ``scale`` preset with ``overrides`` (``None`` values ignored; ``a__b=v`` for nested fields)."""
-    if scale not in UNLEARNING:
-        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(UNLEARNING)}")
-    out = UNLEARNING[scale]
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = tuple(value)
-        try:
-            out = _replace_path(out, key.split("__"), value)
-        except (TypeError, AttributeError) as err:
-            raise ValueError(f"cannot override {key!r} in the unlearning/{scale} preset: {err}") from err
-    return out
+    """``untrac.preset("unlearning", scale, **overrides)``: notebook 04's preset at ``scale``."""
+    return get_preset("unlearning", scale, **overrides)
 
 
 # ----------------------------------------------------------------------------- the experiment
