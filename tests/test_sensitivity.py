@@ -63,3 +63,19 @@ def test_correlation_of_an_all_zero_estimate_is_nan_without_warning():
         warnings.simplefilter("error")
         assert np.isnan(correlation(zero, truth))
     assert correlation(truth, truth) == pytest.approx(1.0)
+
+
+def test_paper_beside_keeps_grid_order_and_hand_computed_cells():
+    import pandas as pd
+
+    from untrac.report import paper_beside
+
+    ours = pd.DataFrame({"method": ["U"] * 4 + ["V"] * 2, "lr": [5e-5, 5e-5, 1e-4, 1e-4, 5e-5, 5e-5],
+                         "pearson": [0.1, 0.3, 0.5, 0.5, -0.2, 0.0]})
+    theirs = pd.DataFrame({"method": ["U"], "lr": [1e-4], "mean": [0.377], "std": [0.04]})
+    table = paper_beside(ours, theirs, "method", "lr")
+    assert list(table.columns) == ["method", "5e-05", "0.0001"] and list(table["method"]) == ["U", "V"]
+    row = table.set_index("method")
+    assert row.loc["U", "5e-05"] == "0.200 ± 0.141"  # mean 0.2, sample std sqrt(0.02)
+    assert row.loc["U", "0.0001"] == "0.500 ± 0.000 (0.377 ± 0.040)"
+    assert row.loc["V", "5e-05"] == "-0.100 ± 0.141" and pd.isna(row.loc["V", "0.0001"])

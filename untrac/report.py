@@ -57,7 +57,16 @@ def mean_std(frame: pd.DataFrame, index: str | Sequence[str], columns: str, valu
     """A pivot of ``value`` as 'mean ± std' strings over runs (the paper's table style)."""
     g = frame.groupby([*([index] if isinstance(index, str) else index), columns], sort=False)[value]
     cell = g.agg(lambda x: f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}" if len(x) > 1 else f"{x.mean():.{digits}f}")
-    return cell.unstack(columns).reset_index()
+    return _pivot(cell, frame, columns)
+
+
+def _pivot(cells: pd.Series, frame: pd.DataFrame, columns: str) -> pd.DataFrame:
+    """``cells`` (indexed by row keys + ``columns``) as a table whose columns keep ``frame``'s order
+    of first appearance (the grid's order, not sorted); float labels print as ``%g``."""
+    table = cells.unstack(columns)
+    table = table[[c for c in frame[columns].unique() if c in table.columns]]
+    table.columns = [f"{c:g}" if isinstance(c, float) else c for c in table.columns]
+    return table.reset_index()
 
 
 def standardised_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], test_index: int = 0) -> pd.DataFrame:
@@ -243,12 +252,33 @@ def plot_epoch_curves(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure
     return grid.figure
 
 
+def plot_correlation_vs_change(grids: Mapping[str, pd.DataFrame], truth_spread: float, value: str = "pearson") -> plt.Figure:
+    """Every cell of the Sec. 6 grids on one axis: correlation with the truth against how far
+    unlearning moved the losses (|mean change|, log scale), one point per run, beside the truth's
+    spread across training sets (dashed). Frames need ``method``, ``mean_change`` and ``value``."""
+    frame = pd.concat([g.assign(grid=name) for name, g in grids.items()], ignore_index=True)
+    frame = frame.assign(change=frame["mean_change"].abs().clip(lower=1e-6))
+    grid = sns.relplot(data=frame, x="change", y=value, hue="grid", style="grid", col="method", kind="scatter",
+                       height=3.2, aspect=1.3, s=40, alpha=0.8)
+    grid.set(xscale="log")
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("|mean loss change| after unlearning (nats)", f"{value} with ground truth")
+    for ax in grid.axes.flat:
+        ax.axhline(0, color="black", lw=0.8)
+        ax.axvline(truth_spread, color="grey", ls="--", lw=1)
+    return grid.figure
+
+
 def paper_beside(ours: pd.DataFrame, theirs: pd.DataFrame, index: str, columns: str, value: str = "pearson") -> pd.DataFrame:
-    """'ours (paper)' cells: our mean ± std over runs beside the paper's mean ± std."""
+    """'ours (paper)' cells: our mean ± std (ddof=1) over runs beside the paper's mean ± std.
+
+    Rows and columns keep the order of ``ours`` (the grid's order); float column labels print as
+    ``%g`` (5e-05, 0.0001 -> 5e-05, 0.0001).
+    """
     mine = ours.groupby([index, columns], sort=False)[value].agg(["mean", "std"])
     paper = theirs.set_index([index, columns])
     cells = {k: f"{m:.3f} ± {s:.3f} ({paper.loc[k, 'mean']:.3f} ± {paper.loc[k, 'std']:.3f})" if k in paper.index
              else f"{m:.3f} ± {s:.3f}" for k, (m, s) in mine.iterrows()}
     series = pd.Series(cells)
     series.index.names = [index, columns]
-    return series.unstack(columns).reset_index()
+    return _pivot(series, ours, columns)

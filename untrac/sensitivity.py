@@ -18,6 +18,7 @@ import pandas as pd
 from .evaluate import correlation
 from .experiments import cached_attribute
 from .experiments_corpora import CorporaSetting
+from .methods.result import Influence
 from .methods.untrac import UnlearnConfig
 from .presets import SensitivityPreset
 from .sweep import sweep
@@ -49,11 +50,23 @@ def base_config(setting: CorporaSetting, method: str) -> UnlearnConfig:
 def _context(table: str, setting: CorporaSetting, preset: SensitivityPreset) -> tuple:
     """What a grid's cells depend on besides the cell itself: the base model (and so the data and
     the truth), both methods' preset configs and the grid preset. Part of every cell's cache key."""
-    return (table, setting.base.key, setting.preset.untrac, setting.preset.untrac_inv, preset)
+    return (table, CURVE_VERSION, setting.base.key, setting.preset.untrac, setting.preset.untrac_inv, preset)
+
+
+CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (cached cells are then recomputed)
+
+
+def spread(influence: Influence) -> float:
+    """How much the influences tell the training sets apart: the std over the K training sets,
+    averaged over test subsets (the scale the correlation with the truth works on)."""
+    return float(influence.values.std(axis=0).mean())
 
 
 def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int, testset: str = "toxigen") -> pd.DataFrame:
-    """Pearson and Spearman with the ground truth at every evaluation point of one unlearning run."""
+    """Pearson and Spearman with the ground truth at every evaluation point of one unlearning run,
+    with how far unlearning has moved the losses: ``mean_change`` (nats, over every training x test
+    pair) and ``spread`` (:func:`spread`), to set beside the truth's spread (over-unlearning shows as a
+    mean change far above it)."""
     sample = setting.sample(run)
     tests = setting.testset(testset)
     influence = cached_attribute(method, setting.base, sample, tests, setting.pad_id, progress=False,
@@ -61,10 +74,12 @@ def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int,
     truth = setting.truth_for(testset)
     n = _sized(setting, method, run, testset)
     per_epoch = math.ceil(n / (config.batch_size or n))
-    rows = [{"step": s, "epoch": s / per_epoch,
-             "pearson": correlation(influence.at_step(i), truth, "pearson"),
-             "spearman": correlation(influence.at_step(i), truth, "spearman")}
-            for i, s in enumerate(influence.steps)]
+    rows = []
+    for i, s in enumerate(influence.steps):
+        point = influence.at_step(i)
+        rows.append({"step": s, "epoch": s / per_epoch,
+                     "pearson": correlation(point, truth, "pearson"), "spearman": correlation(point, truth, "spearman"),
+                     "mean_change": float(point.values.mean()), "spread": spread(point)})
     return pd.DataFrame(rows)
 
 
