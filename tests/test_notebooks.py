@@ -1,8 +1,15 @@
 """Every numbered notebook runs headless at ``smoke`` scale, exactly as ``make figures`` runs it
-(papermill with injected parameters), writing into a temporary directory — never into figures/."""
+(papermill with injected parameters), writing into a temporary directory — never into figures/.
+
+The executed notebook is then checked with nbval: re-executed from an empty cache, the cells tagged
+``nbval-check-output`` (the result tables) must print the same numbers — the notebooks are
+deterministic on CPU, not just error-free."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +30,16 @@ def test_notebook_has_a_parameters_cell_and_no_stored_errors(notebook):
     tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1 and "scale" in "".join(tagged[0]["source"])
     assert not any(o.get("output_type") == "error" for c in nb["cells"] for o in c.get("outputs", []))
+    checked = [c for c in nb["cells"] if "nbval-check-output" in c.get("metadata", {}).get("tags", [])]
+    assert checked and all(c["cell_type"] == "code" for c in checked), "tag the result tables for nbval"
+
+
+def _nbval(executed: Path, cache: Path) -> subprocess.CompletedProcess:
+    """Re-execute ``executed`` with nbval (lax: only the tagged cells' outputs are compared)."""
+    env = {**os.environ, "UNTRAC_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
+                           "-p", "no:cacheprovider", "--rootdir", str(executed.parent), str(executed)],
+                          env=env, capture_output=True, text=True, timeout=900)
 
 
 @needs_mirror
@@ -37,3 +54,15 @@ def test_notebook_runs_at_smoke_scale(notebook, tmp_path):
     written = list((tmp_path / "figures").glob(f"{notebook.name[:2]}_*"))
     assert any(p.suffix == ".png" for p in written) and any(p.suffix == ".csv" for p in written)
     assert _snapshot(ROOT / "figures") == before, "a smoke run wrote into figures/"
+
+    rerun = _nbval(executed, tmp_path / "fresh-cache")
+    assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"
+    if notebook.name.startswith("03"):  # the check bites: a changed number in a tagged table fails it
+        for cell in nb["cells"]:
+            if "nbval-check-output" in cell.get("metadata", {}).get("tags", []):
+                for output in cell["outputs"]:
+                    if "data" in output:
+                        output["data"]["text/plain"] = "0.123 ± 0.456"
+        tampered = executed.with_name("tampered.ipynb")
+        tampered.write_text(json.dumps(nb))
+        assert _nbval(tampered, tmp_path / "fresh-cache").returncode != 0
