@@ -40,7 +40,7 @@ class Output:
     def figure(self, fig: plt.Figure, name: str) -> plt.Figure:
         """Write ``fig`` as PNG (150 dpi) and PDF; return it for display."""
         fig.savefig(self.path(name, "png"), dpi=150, bbox_inches="tight")
-        fig.savefig(self.path(name, "pdf"), bbox_inches="tight")
+        fig.savefig(self.path(name, "pdf"), bbox_inches="tight", metadata={"CreationDate": None})  # byte-reproducible
         return fig
 
 
