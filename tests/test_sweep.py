@@ -52,3 +52,29 @@ def test_bad_grids():
         sweep(lambda: {}, {}, context="t3")
     with pytest.raises(ValueError, match="no values"):
         sweep(lambda x: {}, {"x": []}, context="t3")
+
+
+def test_two_processes_on_one_grid_compute_each_cell_once(tmp_path):
+    """Two workers started on the same grid at once: every cell is computed by exactly one of them
+    (the other waits on the cell's lock and loads the result), and both get the same frame."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from untrac.sweep import sweep\n"
+        "def cell(x):\n"
+        "    with open(sys.argv[1], 'a') as log: log.write(f'{x}\\n')\n"
+        "    time.sleep(0.3)\n"
+        "    return {'y': x * x}\n"
+        "print(sweep(cell, {'x': [1, 2, 3]}, context='shared grid', progress=False)['y'].tolist())\n"
+    )
+    log = tmp_path / "calls.txt"
+    env = {**os.environ, "UNTRAC_CACHE": str(tmp_path / "cache")}
+    workers = [subprocess.Popen([sys.executable, "-c", script, str(log)], env=env, stdout=subprocess.PIPE, text=True)
+               for _ in range(2)]
+    outputs = [w.communicate(timeout=120)[0].strip() for w in workers]
+    assert all(w.returncode == 0 for w in workers)
+    assert outputs == ["[1, 4, 9]", "[1, 4, 9]"]
+    assert sorted(log.read_text().split()) == ["1", "2", "3"]  # each cell once, not twice

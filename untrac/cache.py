@@ -116,15 +116,27 @@ def save_json(obj: Any, path: Path) -> None:
 
 
 def memoise(kind: str, key: str, compute: Callable[[], Any], use_cache: bool = True) -> Any:
-    """Return the pickled result stored under ``kind/key``, computing and storing it if absent."""
+    """Return the pickled result stored under ``kind/key``, computing and storing it if absent.
+
+    Two processes asking for the same absent entry (two notebooks, two sweep workers) do not both
+    compute it: the second waits on the entry's lock, then loads what the first stored.
+    """
     import pickle
 
+    if not use_cache:
+        return compute()
     path = entry(kind, key) / "result.pkl"
-    if use_cache and path.exists():
+
+    def load() -> Any:
         with open(path, "rb") as f:
             return pickle.load(f)
-    value = compute()
-    if use_cache:
+
+    if path.exists():
+        return load()
+    with locked(path.parent):
+        if path.exists():  # computed by another process while we waited
+            return load()
+        value = compute()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".result.pkl.tmp{os.getpid()}")
         with open(tmp, "wb") as f:
