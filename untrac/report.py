@@ -272,8 +272,7 @@ def plot_correlation_vs_change(grids: Mapping[str, pd.DataFrame], truth_spread: 
 def paper_beside(ours: pd.DataFrame, theirs: pd.DataFrame, index: str, columns: str, value: str = "pearson") -> pd.DataFrame:
     """'ours (paper)' cells: our mean ± std (ddof=1) over runs beside the paper's mean ± std.
 
-    Rows and columns keep the order of ``ours`` (the grid's order); float column labels print as
-    ``%g`` (5e-05, 0.0001 -> 5e-05, 0.0001).
+    Columns keep the order of ``ours`` (the grid's order), float labels printed as ``%g``.
     """
     mine = ours.groupby([index, columns], sort=False)[value].agg(["mean", "std"])
     paper = theirs.set_index([index, columns])

@@ -47,13 +47,13 @@ def base_config(setting: CorporaSetting, method: str) -> UnlearnConfig:
     return setting.preset.untrac if method == "UnTrac" else setting.preset.untrac_inv
 
 
+CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (cached cells are then recomputed)
+
+
 def _context(table: str, setting: CorporaSetting, preset: SensitivityPreset) -> tuple:
     """What a grid's cells depend on besides the cell itself: the base model (and so the data and
     the truth), both methods' preset configs and the grid preset. Part of every cell's cache key."""
     return (table, CURVE_VERSION, setting.base.key, setting.preset.untrac, setting.preset.untrac_inv, preset)
-
-
-CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (cached cells are then recomputed)
 
 
 def spread(influence: Influence) -> float:
