@@ -34,7 +34,7 @@ from datasets import Dataset
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import cache
+from . import cache, report
 from .data.batching import batches, encode, quiet_maps
 from .data.corpora import CORPUS_NAMES, corpus_seed, different_sizes, pretraining_mixture, sample_rows
 from .data.testsets import load_testset
@@ -319,18 +319,8 @@ def influence_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) ->
 
 
 def cost_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """What every method spent per run: seconds, forward/backward examples, peak memory (MB)."""
-    rows = []
-    for setting, runs in results.items():
-        for r, res in enumerate(runs):
-            for method, inf in res.items():
-                if method == TRUTH:
-                    continue
-                c = inf.cost
-                rows.append({"setting": setting, "run": r, "method": method, "seconds": c.seconds,
-                             "forward_examples": c.forward_examples, "backward_examples": c.backward_examples,
-                             "peak_memory_mb": c.peak_memory_mb})
-    return pd.DataFrame(rows)
+    """What every method spent per setting and run (:func:`untrac.report.cost_frame`, truth left out)."""
+    return report.cost_frame(results, group="setting", exclude=(TRUTH,))
 
 
 def cost_accuracy_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:

@@ -129,14 +129,17 @@ def example_rows(sets: Mapping[str, Mapping[str, object]], per_subset: int = 1) 
     return pd.DataFrame(rows)
 
 
-def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """What each method spent, per family and run (seconds, examples through forward/backward, peak memory)."""
+def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], group: str = "family",
+               exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """What each method spent, per ``group`` (synthetic family, corpora setting) and run: seconds,
+    examples through forward/backward, peak memory. Methods in ``exclude`` and unmeasured results
+    (zero seconds) are left out."""
     rows = []
-    for family, family_runs in runs.items():
-        for r, results in enumerate(family_runs):
+    for name, group_runs in runs.items():
+        for r, results in enumerate(group_runs):
             for method, inf in results.items():
-                if inf.cost.seconds:
-                    rows.append({"family": family, "run": r, "method": method, "seconds": inf.cost.seconds,
+                if inf.cost.seconds and method not in exclude:
+                    rows.append({group: name, "run": r, "method": method, "seconds": inf.cost.seconds,
                                  "forward_examples": inf.cost.forward_examples,
                                  "backward_examples": inf.cost.backward_examples, "peak_memory_mb": inf.cost.peak_memory_mb})
     return pd.DataFrame(rows)
