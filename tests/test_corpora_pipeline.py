@@ -1,4 +1,4 @@
-"""The Section 5.2 pipeline (untrac.experiments_corpora) and notebook 02 at smoke scale."""
+"""The Section 5.2 pipeline (untrac.experiments.corpora) and notebook 02 at smoke scale."""
 from __future__ import annotations
 
 import dataclasses
@@ -41,7 +41,7 @@ def test_corpora_presets_registered_and_paper_recipe():
     assert mini.tokenizer == preset("synthetic", "mini").tokenizer
     for scale in SCALES:  # every run can sample its blocks from the smallest corpus of the different setting
         q = preset("corpora", scale)
-        from untrac.experiments_corpora import corpus_blocks
+        from untrac.experiments.corpora import corpus_blocks
 
         assert min(corpus_blocks(q, "different").values()) >= q.sample_blocks
 
@@ -76,7 +76,7 @@ def test_paper_tables_3_and_5():
 def test_corpus_blocks_settings():
     from untrac import preset
     from untrac.data.corpora import CORPUS_NAMES
-    from untrac.experiments_corpora import corpus_blocks
+    from untrac.experiments.corpora import corpus_blocks
 
     p = preset("corpora", "smoke", blocks_per_corpus=100)
     equal, different = corpus_blocks(p, "equal"), corpus_blocks(p, "different")
@@ -98,7 +98,7 @@ def _influence(values, tests, method="m", trajectory=False):
 
 
 def test_select_testset_keeps_columns_and_trajectory():
-    from untrac.experiments_corpora import select_testset
+    from untrac.experiments.corpora import select_testset
 
     inf = _influence(np.arange(12).reshape(4, 3), ["a/x", "b/y", "a/z"], trajectory=True)
     a = select_testset(inf, "a")
@@ -110,7 +110,7 @@ def test_select_testset_keeps_columns_and_trajectory():
 
 
 def test_correlation_frame_per_testset_and_run():
-    from untrac.experiments_corpora import TRUTH, correlation_frame
+    from untrac.experiments.corpora import TRUTH, correlation_frame
 
     rng = np.random.default_rng(0)
     tests = ["t1/a", "t1/b", "t2/a"]
@@ -125,7 +125,7 @@ def test_correlation_frame_per_testset_and_run():
 
 
 def test_influence_frame_standardises_over_corpora():
-    from untrac.experiments_corpora import TRUTH, influence_frame
+    from untrac.experiments.corpora import TRUTH, influence_frame
 
     truth = np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0]])
     frame = influence_frame({"equal": [{TRUTH: _influence(truth, ["t/a", "t/b"], TRUTH)}]})
@@ -134,16 +134,19 @@ def test_influence_frame_standardises_over_corpora():
     np.testing.assert_allclose(frame["raw"], [5.5, 11.0, 16.5])
 
 
-def test_method_settings_seed_the_run():
+def test_method_config_seeds_the_run_and_types_the_settings():
     from untrac import preset
-    from untrac.experiments_corpora import method_settings
+    from untrac.experiments.setup import method_config
+    from untrac.methods.gradients import GradientSettings
 
     p = preset("corpora", "mini")
-    assert method_settings(p, "UnTrac", 3)["config"] == dataclasses.replace(p.untrac, seed=3)
-    assert method_settings(p, "UnTrac-Inv", 2)["config"].batch_size is None
-    assert method_settings(p, "HIF (Arnoldi)", 1) == {**p.baselines["HIF (Arnoldi)"], "seed": 1}
+    assert method_config(p, "UnTrac", 3) == dataclasses.replace(p.untrac, seed=3)
+    assert method_config(p, "UnTrac-Inv", 2).batch_size is None
+    assert method_config(p, "GradDot", 1) == GradientSettings()  # no seed to set
+    hif = method_config(p, "HIF (Arnoldi)", 1)
+    assert hif.seed == 1 and all(getattr(hif, k) == v for k, v in p.baselines["HIF (Arnoldi)"].items())
     with pytest.raises(ValueError, match="unknown method"):
-        method_settings(p, "Shapley", 0)
+        method_config(p, "Shapley", 0)
 
 
 def test_corpora_table_beside_paper():
@@ -164,7 +167,7 @@ def test_corpora_table_beside_paper():
 def test_sample_blocks_per_run():
     import datasets
 
-    from untrac.experiments_corpora import sample_blocks
+    from untrac.experiments.corpora import sample_blocks
 
     sets = {"a": datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(50)]}),
             "b": datasets.Dataset.from_dict({"input_ids": [[i, i] for i in range(5)]})}
@@ -179,7 +182,7 @@ def test_train_model_continues_with_the_anneal_phase(tiny):
     import torch
 
     from untrac import preset
-    from untrac.experiments_corpora import train_model
+    from untrac.experiments.corpora import train_model
     from untrac.training import TrainConfig, train
 
     model, train_sets, _, pad = tiny
@@ -209,7 +212,7 @@ def test_train_model_continues_with_the_anneal_phase(tiny):
 def test_corpora_setting_models_truth_and_cache(monkeypatch):
     import torch
 
-    from untrac import experiments_corpora as ec
+    from untrac.experiments import corpora as ec
     from untrac import preset, training
     from untrac.data.testsets import TRUTHFULQA_CATEGORIES, TOXIGEN_GROUPS, WINOBIAS_SUBSETS
 
@@ -231,7 +234,7 @@ def test_corpora_setting_models_truth_and_cache(monkeypatch):
     run = ec.corpora_run(s, 0, methods=("GradDot", "UnTrac"), progress=False)
     assert list(run) == [ec.TRUTH, "GradDot", "UnTrac"] and run["UnTrac"].values.shape == (8, 26)
     assert run["UnTrac"].steps == [0, 2, 3]  # 3 sampled blocks, batch 1, evaluated every 2 steps and at the end
-    with pytest.raises(ValueError, match="unknown methods"):
+    with pytest.raises(ValueError, match="unknown method .Shapley"):
         ec.corpora_run(s, 0, methods=("Shapley",), progress=False)
     # a new process (empty in-memory memo) loads every model and result from the cache, training nothing
     ec._LOADED.clear()
@@ -246,7 +249,7 @@ def test_corpora_setting_models_truth_and_cache(monkeypatch):
 def test_noise_floor_reports_seed_spread():
     import torch
 
-    from untrac import experiments_corpora as ec
+    from untrac.experiments import corpora as ec
     from untrac import preset
 
     torch.set_num_threads(1)

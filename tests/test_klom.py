@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from untrac import klom as K
+from untrac.unlearn import klom as K
 
 
 def _reference_kl(p, q, bins, floor, clip=100.0):

@@ -1,21 +1,53 @@
-"""Tests of untrac.data.mirror: reading and validating the mirror, hub errors, writing a mirror.
+"""Tests of untrac.data.mirror and untrac.data.write_mirror: reading and validating the mirror,
+hub errors, writing a mirror.
 
 The writer is tested against a fake ``datasets.load_dataset`` (no internet here) that serves
-hub-shaped rows; the written mirror is then read back through the normal loaders.
+hub-shaped rows; the written mirror is then read back through the normal loaders.  The manifest
+checks and fingerprints are in ``test_mirror_integrity.py``.
 """
 from __future__ import annotations
 
+import ast
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
+import datasets.config
+import huggingface_hub.constants
 import pytest
 
+from untrac import hub
 from untrac.data import corpora, mirror, testsets
+from untrac.data import write_mirror as writer
 from untrac.data.mirror import (ENV_VAR, DataUnavailableError, HubSource, MirrorError, data_dir,
-                                mirror_file, read_jsonl, use_mirror, write_mirror)
+                                mirror_file, read_jsonl, use_mirror)
+from untrac.data.write_mirror import write_mirror
 
 datasets.disable_progress_bars()
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _hub_online(monkeypatch):
+    """The hub counts as reachable (the fake hub below stands in for it); nothing leaks."""
+    for name in hub.OFFLINE_VARS:
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE",
+                        huggingface_hub.constants.HF_HUB_OFFLINE)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", datasets.config.HF_HUB_OFFLINE)
+    monkeypatch.setattr(hub, "_probe", {"online": True, "reason": "tests"})
+
+
+def test_mirror_reader_does_not_import_the_writer():
+    tree = ast.parse(Path(mirror.__file__).read_text(encoding="utf-8"))
+    top_level = {node.module for node in tree.body if isinstance(node, ast.ImportFrom)}
+    top_level |= {a.name for node in tree.body if isinstance(node, ast.Import) for a in node.names}
+    assert not {m for m in top_level if m and m.startswith("untrac.data")}, top_level
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -203,6 +235,9 @@ def test_write_mirror_round_trip(fake_hub, monkeypatch, tmp_path):
         "testsets/toxigen.jsonl", "testsets/winobias.jsonl", "testsets/truthfulqa.jsonl"}
     assert set(written) == expected
     assert (out / "README.md").exists()
+    manifest = json.loads((out / "MANIFEST.json").read_text())["files"]
+    assert set(manifest) == expected | {"README.md"}
+    assert manifest["testsets/toxigen.jsonl"]["records"] == 8
     first = json.loads((out / "corpora/web_mix.jsonl").read_text().splitlines()[0])
     assert set(first) == {"text", "source"} and first["text"].startswith("Pile-CC document 0.")
 
@@ -244,7 +279,7 @@ def test_write_mirror_keeps_existing_files(fake_hub, tmp_path):
 
 
 def test_cli_entry_point(fake_hub, tmp_path, capsys):
-    code = mirror.main([str(tmp_path / "cli"), "--corpora", "Stories", "--corpora-max-docs", "3",
+    code = writer.main([str(tmp_path / "cli"), "--corpora", "Stories", "--corpora-max-docs", "3",
                         "--testsets", "truthfulqa"])
     assert code == 0
     assert len((tmp_path / "cli/corpora/blogs.jsonl").read_text().splitlines()) == 3
@@ -254,6 +289,23 @@ def test_cli_entry_point(fake_hub, tmp_path, capsys):
 
 def test_cli_reports_hub_failure(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(datasets, "load_dataset", _offline)
-    code = mirror.main([str(tmp_path / "x"), "--corpora", "Stories", "--testsets"])
+    code = writer.main([str(tmp_path / "x"), "--corpora", "Stories", "--testsets"])
     assert code == 1
     assert ENV_VAR in capsys.readouterr().err
+
+
+def test_the_writer_writes_a_manifest(fake_hub, tmp_path, capsys):
+    code = writer.main([str(tmp_path / "old"), "--corpora", "Stories", "--corpora-max-docs", "2", "--testsets"])
+    assert code == 0 and (tmp_path / "old/MANIFEST.json").is_file()
+    with pytest.raises(SystemExit):
+        writer.main([])  # neither OUT_DIR nor --manifest / --packaged
+    assert "exactly one" in capsys.readouterr().err
+
+
+def test_cli_runs_as_a_module():
+    result = subprocess.run([sys.executable, "-m", "untrac.data.write_mirror", "--help"],
+                            capture_output=True,
+                            text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "OUT_DIR" in result.stdout.upper() and "--manifest" in result.stdout

@@ -36,7 +36,7 @@ def test_notebook_has_a_parameters_cell_and_no_stored_errors(notebook):
 
 def _nbval(executed: Path, cache: Path) -> subprocess.CompletedProcess:
     """Re-execute ``executed`` with nbval (lax: only the tagged cells' outputs are compared)."""
-    env = {**os.environ, "UNTRAC_CACHE": str(cache)}
+    env = {**os.environ, "UNTRAC_CACHE": str(cache), "UNTRAC_PROGRESS": "0"}
     return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-q",
                            "-p", "no:cacheprovider", "--rootdir", str(executed.parent), str(executed)],
                           env=env, capture_output=True, text=True, timeout=900)
@@ -54,6 +54,8 @@ def test_notebook_runs_at_smoke_scale(notebook, tmp_path):
     written = list((tmp_path / "figures").glob(f"{notebook.name[:2]}_*"))
     assert any(p.suffix == ".png" for p in written) and any(p.suffix == ".csv" for p in written)
     assert _snapshot(ROOT / "figures") == before, "a smoke run wrote into figures/"
+    streams = sum(len("".join(o.get("text", ""))) for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "stream")
+    assert streams < 20_000, f"{streams} characters of text output (progress bars?) in the executed notebook"
 
     rerun = _nbval(executed, tmp_path / "fresh-cache")
     assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"

@@ -20,9 +20,9 @@ def test_sensitivity_presets_cover_the_paper_grid():
 
 
 def test_learning_rates_scale_per_method():
-    from untrac.methods import UnlearnConfig
+    from untrac import UnlearnConfig
     from untrac.presets import SensitivityPreset
-    from untrac.sensitivity import lr_scale
+    from untrac.experiments.sensitivity import lr_scale
 
     setting = SimpleNamespace(preset=SimpleNamespace(untrac=UnlearnConfig(lr=5e-5), untrac_inv=UnlearnConfig(lr=1e-3)))
     grid = SensitivityPreset(scale="mini")
@@ -36,7 +36,7 @@ def test_learning_rates_scale_per_method():
 def test_each_point_of_a_curve_equals_a_run_stopped_there(tiny, method):
     """Figure 3 costs one run per curve: the influence recorded at step k of a long run is exactly
     what a run of k steps returns (same data order across epochs, same optimizer state)."""
-    from untrac.methods import UnlearnConfig, attribute
+    from untrac import UnlearnConfig, attribute
 
     model, train_sets, test_sets, pad = tiny
     config = UnlearnConfig(lr=1e-3, batch_size=2 if method == "UnTrac" else None, epochs=3, eval_every=2)

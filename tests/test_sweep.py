@@ -6,7 +6,7 @@ import pytest
 
 
 def test_sweep_matches_cells_run_one_by_one():
-    from untrac.sweep import sweep
+    from untrac.experiments.sweep import sweep
 
     def fn(lr, opt):
         return {"score": lr * (2 if opt == "adam" else 1)}
@@ -22,7 +22,7 @@ class Interrupted(Exception):
 
 
 def test_interrupted_sweep_resumes_without_recomputing():
-    from untrac.sweep import sweep
+    from untrac.experiments.sweep import sweep
 
     calls, died = [], []
 
@@ -46,7 +46,7 @@ def test_interrupted_sweep_resumes_without_recomputing():
 
 
 def test_bad_grids():
-    from untrac.sweep import sweep
+    from untrac.experiments.sweep import sweep
 
     with pytest.raises(ValueError, match="empty"):
         sweep(lambda: {}, {}, context="t3")
@@ -63,7 +63,7 @@ def test_two_processes_on_one_grid_compute_each_cell_once(tmp_path):
 
     script = (
         "import sys, time\n"
-        "from untrac.sweep import sweep\n"
+        "from untrac.experiments.sweep import sweep\n"
         "def cell(x):\n"
         "    with open(sys.argv[1], 'a') as log: log.write(f'{x}\\n')\n"
         "    time.sleep(0.3)\n"

@@ -1,13 +1,12 @@
-"""The generator of paper Table 1: templates, answers, ranges, disjointness, determinism."""
+"""The generator of paper Table 1: templates, answers, ranges, disjointness, determinism, and the
+packaged WordNet word lists (no mirror needed; identical to the mirror's)."""
 from __future__ import annotations
 
 import re
 
 import pytest
 
-from conftest import needs_mirror
-
-pytestmark = needs_mirror
+from conftest import MIRROR, needs_mirror
 
 
 def _task(family, n=256, seed=0):
@@ -48,6 +47,7 @@ def test_family_a_answers_are_right():
     assert len(three) == len(four) == 256 and not three & four
 
 
+@needs_mirror
 def test_family_b_answers_are_right():
     from untrac.data.synthetic import wordnet_lemmas
 
@@ -99,6 +99,48 @@ def test_missing_wordnet_names_the_env_var(tmp_path, monkeypatch):
     monkeypatch.setenv("UNTRAC_DATA_DIR", str(tmp_path))
     try:
         with pytest.raises(MirrorError, match="UNTRAC_DATA_DIR"):
-            synthetic.synthetic_task("B", 4)
+            synthetic.unambiguous_words(source="wordnet")
+        assert len(synthetic.synthetic_task("B", 4)["train3"]) == 4  # the packaged words suffice
     finally:
         synthetic.wordnet_lemmas.cache_clear()
+
+
+def test_synthetic_tasks_need_no_mirror(monkeypatch):
+    from untrac.data import synthetic
+
+    def no_wordnet():
+        raise AssertionError("WordNet must not be read")
+
+    monkeypatch.delenv("UNTRAC_DATA_DIR", raising=False)
+    monkeypatch.setattr(synthetic, "wordnet_lemmas", no_wordnet)
+    for family in ("A", "B"):
+        assert all(len(d) == 16 for d in synthetic.synthetic_task(family, 16, seed=3).values())
+    words = synthetic.unambiguous_words()
+    assert [len(words[pos]) for pos in synthetic.POS] == [46049, 4195, 14186, 2961]
+    assert synthetic.unambiguous_words(5, 6)["verb"] == [w for w in words["verb"] if 5 <= len(w) <= 6]
+    with pytest.raises(ValueError, match="4-14"):
+        synthetic.unambiguous_words(3, 14, source="packaged")
+    with pytest.raises(ValueError, match="source"):
+        synthetic.unambiguous_words(source="nltk")  # type: ignore[arg-type]
+
+
+@needs_mirror
+def test_packaged_words_are_the_mirrors(monkeypatch, tmp_path):
+    from untrac.data import synthetic
+
+    assert synthetic.unambiguous_words(source="packaged") == synthetic.unambiguous_words(source="wordnet")
+    regenerated = synthetic.write_word_lists(tmp_path / "words.tsv.gz", MIRROR)
+    assert regenerated.read_bytes() == synthetic.packaged_words_path().read_bytes()
+
+
+@needs_mirror
+@pytest.mark.parametrize("family", ["A", "B"])
+def test_tasks_are_identical_to_the_mirror_based_generation(monkeypatch, family):
+    from untrac.data import synthetic
+
+    packaged = {seed: synthetic.synthetic_task(family, 256, seed) for seed in (0, 1)}
+    from_mirror = synthetic.unambiguous_words(source="wordnet")
+    monkeypatch.setattr(synthetic, "unambiguous_words", lambda: from_mirror)
+    for seed, parts in packaged.items():
+        mirrored = synthetic.synthetic_task(family, 256, seed)
+        assert {k: v.to_dict() for k, v in mirrored.items()} == {k: v.to_dict() for k, v in parts.items()}

@@ -31,7 +31,7 @@ def _one_sgd_step(lr):
 
 def test_one_full_batch_sgd_step_of_untrac_is_graddot(tiny):
     """Eq. 9: L(Z', theta_1) - L(Z', theta_0) = lr <grad L(Z_k), grad L(Z')> + O(lr^2)."""
-    from untrac.methods import untrac
+    from untrac.methods.untrac import untrac
 
     model, train_sets, test_sets, pad = tiny
     g_test = _full_gradient(model, test_sets["test"], pad)
@@ -46,7 +46,7 @@ def test_one_full_batch_sgd_step_of_untrac_is_graddot(tiny):
 
 def test_untrac_and_untrac_inv_coincide_to_first_order(tiny):
     """Eq. 5-6: with T = T' = 1 and one full batch, both approximate lr <g_k, g'>."""
-    from untrac.methods import untrac, untrac_inv
+    from untrac.methods.untrac import untrac, untrac_inv
 
     model, train_sets, test_sets, pad = tiny
     gaps = []
@@ -78,7 +78,7 @@ def test_unlearning_raises_the_forget_loss_and_leaves_the_model_alone(tiny):
 
 
 def test_trajectory_and_result_shapes(tiny):
-    from untrac.methods import UnlearnConfig, attribute
+    from untrac import UnlearnConfig, attribute
 
     model, train_sets, test_sets, pad = tiny
     res = attribute("UnTrac", model, train_sets, test_sets, pad, config=UnlearnConfig(lr=1e-3, batch_size=4, eval_every=1), progress=False)
@@ -90,7 +90,7 @@ def test_trajectory_and_result_shapes(tiny):
 
 
 def test_bad_input_is_reported_clearly(tiny):
-    from untrac.methods import UnlearnConfig, UnlearningDiverged, attribute
+    from untrac import UnlearnConfig, UnlearningDiverged, attribute
 
     model, train_sets, test_sets, pad = tiny
     with pytest.raises(ValueError, match="unknown method"):

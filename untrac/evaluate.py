@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from .methods.result import Influence
+from .truth import NAME as TRUTH
 
 CORRELATIONS = ("pearson", "spearman")
 
@@ -72,7 +74,7 @@ def summarise(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFram
     return frame.groupby(list(by), sort=False)[value].apply(_agg).unstack().reset_index()
 
 
-def correlation_table(runs: Sequence[Mapping[str, Influence]], truth_key: str = "Ground truth") -> pd.DataFrame:
+def correlation_table(runs: Sequence[Mapping[str, Influence]], truth_key: str = TRUTH) -> pd.DataFrame:
     """Tidy frame of Pearson and Spearman per (run, method) from a list of {method: Influence} per run."""
     rows = []
     for r, results in enumerate(runs):
@@ -85,16 +87,94 @@ def correlation_table(runs: Sequence[Mapping[str, Influence]], truth_key: str = 
     return pd.DataFrame(rows)
 
 
-def standardised_table(runs: Sequence[Mapping[str, Influence]], test: str | None = None) -> pd.DataFrame:
-    """Table 2: per method, the z-scored influence of every training set (mean over runs).
+# ----------------------------------------------------------------------------- tidy frames of results
+# ``results`` are ``{group: [run results]}`` with ``{method: Influence}`` per run (group: a synthetic
+# family, a corpora setting).
 
-    With several test subsets, ``test`` picks one (default: the first).
+def standardised_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], test_index: int = 0) -> pd.DataFrame:
+    """Tidy frame of z-scored influences (Table 2) for every family, run, method and training set."""
+    rows = []
+    for family, family_runs in runs.items():
+        for r, results in enumerate(family_runs):
+            for method, inf in results.items():
+                z = standardise(inf.values[:, test_index])
+                rows += [{"family": family, "run": r, "method": method, "train": t, "z": v} for t, v in zip(inf.train_names, z)]
+    return pd.DataFrame(rows)
+
+
+def trajectory_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], methods: Sequence[str] = ("UnTrac", "UnTrac-Inv")) -> pd.DataFrame:
+    """Tidy frame of influence over unlearning steps for every family, run and method (Fig. 2)."""
+    frames = []
+    for family, family_runs in runs.items():
+        for r, results in enumerate(family_runs):
+            for m in methods:
+                if m in results and results[m].trajectory is not None:
+                    frames.append(results[m].trajectory_frame().assign(family=family, run=r))
+    return pd.concat(frames, ignore_index=True)
+
+
+def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], group: str = "family",
+               exclude: Sequence[str] = ()) -> pd.DataFrame:
+    """What each method spent, per ``group`` (synthetic family, corpora setting) and run: seconds,
+    examples through forward/backward, peak memory. Methods in ``exclude`` and unmeasured results
+    (zero seconds) are left out."""
+    rows = []
+    for name, group_runs in runs.items():
+        for r, results in enumerate(group_runs):
+            for method, inf in results.items():
+                if inf.cost.seconds and method not in exclude:
+                    rows.append({group: name, "run": r, "method": method, "seconds": inf.cost.seconds,
+                                 "forward_examples": inf.cost.forward_examples,
+                                 "backward_examples": inf.cost.backward_examples, "peak_memory_mb": inf.cost.peak_memory_mb})
+    return pd.DataFrame(rows)
+
+
+def select_testset(influence: Influence, testset: str) -> Influence:
+    """The columns of ``influence`` that belong to one test set (trajectory included)."""
+    cols = [i for i, name in enumerate(influence.test_names) if name.split("/", 1)[0] == testset]
+    if not cols:
+        raise ValueError(f"{influence.method} has no subsets of test set {testset!r}")
+    traj = None if influence.trajectory is None else influence.trajectory[:, :, cols]
+    return dataclasses.replace(influence, test_names=[influence.test_names[i] for i in cols],
+                               values=influence.values[:, cols], trajectory=traj)
+
+
+def testsets_of(influence: Influence) -> list[str]:
+    return list(dict.fromkeys(name.split("/", 1)[0] for name in influence.test_names))
+
+
+def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Tables 3 and 5: Pearson and Spearman with the truth, averaged over a test set's subsets.
+
+    One row per (setting, test set, run, method).
     """
     rows = []
-    for r, results in enumerate(runs):
-        for name, inf in results.items():
-            s = 0 if test is None else inf.test_names.index(test)
-            z = standardise(inf.values[:, s])
-            rows += [{"run": r, "method": name, "train": t, "z": v} for t, v in zip(inf.train_names, z)]
-    frame = pd.DataFrame(rows)
-    return frame.groupby(["method", "train"], sort=False)["z"].mean().unstack("train").reset_index()
+    for setting, runs in results.items():
+        for r, res in enumerate(runs):
+            truth = res[TRUTH]
+            for testset in testsets_of(truth):
+                t = select_testset(truth, testset)
+                for method, inf in res.items():
+                    if method == TRUTH:
+                        continue
+                    est = select_testset(inf, testset)
+                    rows.append({"setting": setting, "testset": testset, "run": r, "method": method,
+                                 "pearson": correlation(est, t, "pearson"), "spearman": correlation(est, t, "spearman")})
+    return pd.DataFrame(rows)
+
+
+def influence_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Per-corpus influence, z-scored over the corpora per test subset, then averaged over subsets.
+
+    One row per (setting, test set, run, method, corpus); ``raw`` is the unstandardised mean.
+    """
+    rows = []
+    for setting, runs in results.items():
+        for r, res in enumerate(runs):
+            for method, inf in res.items():
+                for testset in testsets_of(inf):
+                    sel = select_testset(inf, testset).values
+                    z, raw = standardise(sel, axis=0).mean(1), sel.mean(1)
+                    rows += [{"setting": setting, "testset": testset, "run": r, "method": method, "corpus": c,
+                              "z": zv, "raw": rv} for c, zv, rv in zip(inf.train_names, z, raw)]
+    return pd.DataFrame(rows)

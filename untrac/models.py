@@ -70,22 +70,41 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
 
 
 def build_tokenizer(spec: ModelSpec, texts: Iterable[str] | None = None, cache_dir: Path | None = None) -> Any:
-    """The tokenizer of ``spec``: a hub tokenizer, or a BPE trained on ``texts`` (cached on disk)."""
+    """The tokenizer of ``spec``: a hub tokenizer, or a BPE trained on ``texts`` (cached on disk,
+    under the entry's lock, so two processes never train it twice)."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if spec.tokenizer is not None:
-        return AutoTokenizer.from_pretrained(spec.tokenizer)
-    if cache_dir is not None and (cache_dir / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast(tokenizer_file=str(cache_dir / "tokenizer.json"), **SPECIAL_TOKENS)
-    if texts is None:
-        raise ValueError("a trained tokenizer needs texts to train on (or set ModelSpec.tokenizer)")
-    tok = train_tokenizer(texts, spec.vocab_size)
-    if cache_dir is not None:
-        from .cache import atomic_dir
+        from .hub import hub_access
 
-        with atomic_dir(cache_dir) as tmp:
-            tok.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-    return tok
+        with hub_access(f"the tokenizer {spec.tokenizer!r}"):  # fails fast and clearly when offline
+            return AutoTokenizer.from_pretrained(spec.tokenizer)
+
+    def load() -> Any:
+        return PreTrainedTokenizerFast(tokenizer_file=str(cache_dir / "tokenizer.json"), **SPECIAL_TOKENS)
+
+    if cache_dir is None:
+        if texts is None:
+            raise ValueError("a trained tokenizer needs texts to train on (or set ModelSpec.tokenizer)")
+        return train_tokenizer(texts, spec.vocab_size)
+    from . import cache
+
+    if cache.is_complete(cache_dir):
+        try:
+            cache.verify(cache_dir)
+            return load()
+        except (cache.CorruptEntry, OSError, ValueError) as err:
+            cache.discard(cache_dir, str(err))
+    with cache.locked(cache_dir):
+        if not cache.is_complete(cache_dir):
+            if texts is None:
+                raise ValueError("a trained tokenizer needs texts to train on (or set ModelSpec.tokenizer)")
+            tok = train_tokenizer(texts, spec.vocab_size)
+            with cache.atomic_dir(cache_dir) as tmp:
+                tok.backend_tokenizer.save(str(tmp / "tokenizer.json"))
+                cache.seal(tmp, vocab_size=spec.vocab_size)
+        cache.verify(cache_dir)
+        return load()
 
 
 def build_model(spec: ModelSpec, tokenizer: Any, seed: int = 0) -> nn.Module:
@@ -95,9 +114,12 @@ def build_model(spec: ModelSpec, tokenizer: Any, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     vocab = len(tokenizer)
     if spec.name is not None:
-        config = AutoConfig.from_pretrained(spec.name)
-        auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
-        model = auto.from_pretrained(spec.name) if spec.pretrained else auto.from_config(config)
+        from .hub import hub_access
+
+        with hub_access(f"the model {spec.name!r}"):  # fails fast and clearly when offline
+            config = AutoConfig.from_pretrained(spec.name)
+            auto = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM
+            model = auto.from_pretrained(spec.name) if spec.pretrained else auto.from_config(config)
     elif spec.arch == "opt":
         config = OPTConfig(
             vocab_size=vocab, hidden_size=spec.d_model, num_hidden_layers=spec.n_layers,
@@ -133,23 +155,37 @@ def check_compatible(model: nn.Module, tokenizer: Any) -> None:
         raise ModelTokenizerMismatch("the tokenizer has no pad token; set tokenizer.pad_token")
 
 
+def check_token_ids(model: nn.Module, sets: Mapping[str, Any]) -> None:
+    """Raise :class:`ModelTokenizerMismatch` if an encoded dataset holds ids the model cannot embed
+    (data encoded with another tokenizer than the model was built for)."""
+    import pyarrow.compute as pc
+
+    n_embed = model.get_input_embeddings().num_embeddings
+    for name, ds in sets.items():
+        if "input_ids" not in ds.column_names or len(ds) == 0:
+            continue
+        col = ds.select_columns(["input_ids"]).with_format("arrow")[:].column("input_ids")
+        top = pc.max(pc.list_flatten(col)).as_py()
+        if top is not None and top >= n_embed:
+            raise ModelTokenizerMismatch(
+                f"dataset {name!r} holds token id {top} but the model embeds only {n_embed} tokens: encode the "
+                "data with the tokenizer the model was built with (build_model(spec, tokenizer))"
+            )
+
+
 def is_encoder_decoder(model: nn.Module) -> bool:
     return bool(getattr(model.config, "is_encoder_decoder", False))
 
 
-def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Per-example loss L(z): mean NLL over the example's target tokens (``labels != -100``).
+def target_logits(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: ``(logits [B, T, V], labels [B, T])`` aligned token by token.
 
-    Works for decoder-only models (logits shifted by one) and encoder-decoder models (labels fed
-    to the decoder). Returns a float tensor of shape [batch].
+    Decoder-only models: the logits of positions ``0..T-2`` predict the labels of ``1..T-1``
+    (shifted by one); encoder-decoder models: the decoder is fed the labels. Positions whose label
+    is ``-100`` do not count. The batch moves to the model's device without blocking.
     """
     device = next(model.parameters()).device
     encdec = is_encoder_decoder(model)
-    # Count the target tokens on the batch's own (host) tensors: the empty-example check then
-    # costs no host-device synchronisation inside a training or unlearning loop.
-    counts = (batch["labels"][:, int(not encdec):] != IGNORE).sum(1)
-    if (counts == 0).any():
-        raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
     ids = batch["input_ids"].to(device, non_blocking=True)
     mask = batch["attention_mask"]
     if not encdec and mask.device.type == "cpu" and bool(mask.all()):
@@ -159,12 +195,25 @@ def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     else:
         mask = mask.to(device, non_blocking=True)
     labels = batch["labels"].to(device, non_blocking=True)
-    counts = counts.to(device, non_blocking=True)
     if encdec:
-        logits = model(input_ids=ids, attention_mask=mask, labels=labels).logits
-    else:
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-        labels = labels[:, 1:]
+        return model(input_ids=ids, attention_mask=mask, labels=labels).logits, labels
+    return model(input_ids=ids, attention_mask=mask).logits[:, :-1], labels[:, 1:]
+
+
+def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Per-example loss L(z): mean NLL over the example's target tokens (``labels != -100``).
+
+    Works for decoder-only models (logits shifted by one) and encoder-decoder models (labels fed
+    to the decoder). Returns a float tensor of shape [batch].
+    """
+    encdec = is_encoder_decoder(model)
+    # Count the target tokens on the batch's own (host) tensors: the empty-example check then
+    # costs no host-device synchronisation inside a training or unlearning loop.
+    counts = (batch["labels"][:, int(not encdec):] != IGNORE).sum(1)
+    if (counts == 0).any():
+        raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
+    logits, labels = target_logits(model, batch)
+    counts = counts.to(logits.device, non_blocking=True)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the NLL in full precision under autocast
     nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
@@ -196,3 +245,21 @@ def dataset_loss(model: nn.Module, eval_batches: Sequence[Mapping[str, torch.Ten
 def eval_batches(dataset: Any, tokenizer: Any, model: nn.Module, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed evaluation batches of an encoded dataset, ready for :func:`dataset_loss`."""
     return batches(dataset, batch_size, tokenizer.pad_token_id, is_encoder_decoder(model), by_length=True)
+
+
+def evaluation_batches(model: nn.Module, sets: Mapping[str, Any], pad_id: int, batch_size: int = 64
+                       ) -> dict[str, list[dict[str, torch.Tensor]]]:
+    """Every named set cut once into length-bucketed batches (the one "evaluate these sets" helper)."""
+    from .data.batching import check_nonempty
+
+    check_token_ids(model, sets)
+    for name, ds in sets.items():
+        check_nonempty(name, ds)
+    return {name: batches(ds, batch_size, pad_id, is_encoder_decoder(model), by_length=True) for name, ds in sets.items()}
+
+
+def set_losses(model: nn.Module, batched: Mapping[str, Sequence[Mapping[str, torch.Tensor]]]) -> Any:
+    """L(Z, theta) of every set of :func:`evaluation_batches` (mean per-example loss), in order."""
+    import numpy as np
+
+    return np.array([dataset_loss(model, bs) for bs in batched.values()])

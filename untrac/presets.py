@@ -11,14 +11,27 @@ fields are addressed with ``__`` (``train__steps=100``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import checks
+from .methods import settings_for
 from .methods.untrac import UnlearnConfig
 from .models import ModelSpec
 from .training import TrainConfig
+from .unlearn.algorithms import ALGORITHMS, DeletionConfig
 
 SCALES = ("smoke", "mini", "paper")
+
+
+def _check_common(preset: Any) -> None:
+    """Checks every experiment preset shares: a known scale, positive counts, valid method settings."""
+    owner = type(preset).__name__
+    checks.one_of(owner, "scale", preset.scale, SCALES)
+    checks.positive_int(owner, "runs", preset.runs)
+    for method, overrides in getattr(preset, "baselines", {}).items():
+        settings_for(method, **overrides)  # unknown method or field: an error naming both
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,11 @@ class SyntheticPreset:
     families: tuple[str, ...] = ("A", "B")
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_length: int = 96
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        checks.positive_int("SyntheticPreset", "n_examples", self.n_examples)
+        checks.positive_int("SyntheticPreset", "max_length", self.max_length)
 
 
 _SYN_BASELINES_SMALL = {
@@ -111,36 +129,6 @@ SYNTHETIC: dict[str, SyntheticPreset] = {
     ),
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"synthetic": SYNTHETIC}
-
-
-def _replace(obj: Any, path: list[str], value: Any) -> Any:
-    if len(path) == 1:
-        return dataclasses.replace(obj, **{path[0]: value})
-    return dataclasses.replace(obj, **{path[0]: _replace(getattr(obj, path[0]), path[1:], value)})
-
-
-def preset(experiment: str, scale: str, **overrides: Any) -> Any:
-    """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested;
-    ``None`` values are ignored, lists become tuples, so notebook parameters pass straight through)."""
-    if experiment not in PRESETS:
-        raise ValueError(f"unknown experiment {experiment!r}; choose from {sorted(PRESETS)}")
-    table = PRESETS[experiment]
-    if scale not in table:
-        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(table)}")
-    out = table[scale]
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = tuple(value)
-        try:
-            out = _replace(out, key.split("__"), value)
-        except (TypeError, AttributeError) as err:
-            raise ValueError(f"cannot override {key!r} in the {experiment}/{scale} preset: {err}") from err
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # Section 5.2: tracing influential pretraining corpora (notebook 02)
 # ----------------------------------------------------------------------------------------------
@@ -185,6 +173,13 @@ class CorporaPreset:
     classic: bool = True
     device: str = "cpu"
     max_docs: dict[str, int] | None = None  # documents streamed per corpus from the hub (paper scale)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        for name in ("block_size", "blocks_per_corpus", "sample_blocks", "test_examples"):
+            checks.positive_int("CorporaPreset", name, getattr(self, name))
+        for name in self.settings:
+            checks.one_of("CorporaPreset", "settings", name, ("equal", "different"))
 
 
 _OPT_125M = "facebook/opt-125m"
@@ -255,7 +250,6 @@ CORPORA: dict[str, CorporaPreset] = {
     ),
 }
 
-PRESETS["corpora"] = CORPORA
 
 
 PAPER_OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adafactor")  # Table 4 (top)
@@ -292,4 +286,110 @@ SENSITIVITY: dict[str, SensitivityPreset] = {
     "paper": SensitivityPreset(scale="paper"),
 }
 
-PRESETS["sensitivity"] = SENSITIVITY
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribute-to-Delete's unlearning evaluation on the synthetic tasks (notebook 04)
+# ----------------------------------------------------------------------------------------------
+
+
+
+@dataclass(frozen=True)
+class UnlearningPreset:
+    """Notebook 04 at one scale, on top of a synthetic preset (notebook 01's models are shared).
+
+    The data of ``run`` (notebook 01's run ``r`` draws data with seed ``r`` and trains with seed
+    ``r``) is used throughout; originals (full mixture) and oracles (leave-dataset-out) are trained
+    with every training seed of ``seeds``, so seed ``run`` — and the seeds of notebook 01's noise
+    floor — are shared with notebook 01. Datamodels are fitted on the originals plus one model per
+    subset of the sizes ``datamodel_sizes`` (trained with seeds ``datamodel_seed + i``); no
+    leave-dataset-out model enters the fit. Unlearning is evaluated after every budget of
+    ``budgets`` steps; ``report_steps`` is the budget shown in the tables.
+    """
+
+    scale: str
+    synthetic: SyntheticPreset
+    families: tuple[str, ...]
+    seeds: tuple[int, ...]
+    budgets: tuple[int, ...]
+    report_steps: int
+    config: DeletionConfig
+    # per-algorithm learning rate (else config.lr); a tuple sweeps several, each labelled "<algorithm> (lr <lr>)"
+    lrs: dict[str, float | tuple[float, ...]] = field(default_factory=dict)
+    run: int = 0
+    datamodel_sizes: tuple[int, ...] = (2,)
+    datamodel_seed: int = 100
+    ridge: float = 0.0
+    eval_per_set: int | None = None  # examples evaluated per set, test set included (None: all)
+    bins: int = 20
+    floor: float = 1e-5
+
+    def variants(self, algorithms: Sequence[str] = ALGORITHMS[1:]) -> list[tuple[str, str, DeletionConfig]]:
+        """``(label, algorithm, config)`` of every algorithm at every learning rate of ``lrs``."""
+        out = []
+        for a in algorithms:
+            if a not in ALGORITHMS:
+                raise ValueError(f"unknown algorithm {a!r}; choose from {ALGORITHMS}")
+            lrs = self.lrs.get(a, self.config.lr)
+            lrs = tuple(lrs) if isinstance(lrs, (tuple, list)) else (lrs,)
+            out += [(a if len(lrs) == 1 else f"{a} (lr {lr:g})", a, dataclasses.replace(self.config, lr=lr)) for lr in lrs]
+        return out
+
+
+UNLEARNING: dict[str, UnlearningPreset] = {
+    "smoke": UnlearningPreset(
+        scale="smoke", synthetic=SYNTHETIC["smoke"], families=("A",), seeds=(0, 1), budgets=(2, 4), report_steps=4,
+        config=DeletionConfig(optimizer="adam", lr=1e-3, batch_size=4, retain_sample=4),
+        bins=2,
+    ),
+    "mini": UnlearningPreset(
+        scale="mini", synthetic=SYNTHETIC["mini"], families=("A",), seeds=(0, 1, 2, 3), budgets=(8, 16, 32),
+        report_steps=32,
+        config=DeletionConfig(optimizer="adam", lr=5e-4, batch_size=16, retain_sample=256),
+        lrs={"gradient ascent": (5e-5, 1e-4, 5e-4), "ascent+descent": (1e-4, 5e-4),
+             "oracle matching": 1e-3, "datamodel matching": 1e-3},
+        eval_per_set=64, bins=2,
+    ),
+    "paper": UnlearningPreset(
+        scale="paper", synthetic=SYNTHETIC["paper"], families=("A", "B"), seeds=tuple(range(10)),
+        budgets=(16, 32, 64, 128), report_steps=64,
+        config=DeletionConfig(optimizer="adafactor", lr=5e-5, batch_size=2, retain_sample=64),
+        bins=5,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Every preset family, in one static table
+# ----------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "synthetic": SYNTHETIC, "corpora": CORPORA, "sensitivity": SENSITIVITY, "unlearning": UNLEARNING,
+}
+
+
+def _replace(obj: Any, path: list[str], value: Any) -> Any:
+    if len(path) == 1:
+        return dataclasses.replace(obj, **{path[0]: value})
+    return dataclasses.replace(obj, **{path[0]: _replace(getattr(obj, path[0]), path[1:], value)})
+
+
+def preset(experiment: str, scale: str, **overrides: Any) -> Any:
+    """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested;
+    ``None`` values are ignored, lists become tuples, so notebook parameters pass straight through)."""
+    if experiment not in PRESETS:
+        raise ValueError(f"unknown experiment {experiment!r}; choose from {sorted(PRESETS)}")
+    table = PRESETS[experiment]
+    if scale not in table:
+        raise ValueError(f"unknown scale {scale!r}; choose from {sorted(table)}")
+    out = table[scale]
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        try:
+            out = _replace(out, key.split("__"), value)
+        except (TypeError, AttributeError) as err:
+            raise ValueError(f"cannot override {key!r} in the {experiment}/{scale} preset: {err}") from err
+    return out

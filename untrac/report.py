@@ -4,19 +4,27 @@ Nothing here computes influence; it only shapes results of ``untrac.experiments`
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .evaluate import standardise
-from .methods.result import Influence
 
-sns.set_theme(style="whitegrid", context="notebook")
+def themed(plot: Callable[..., Any]) -> Callable[..., Any]:
+    """Draw ``plot`` in the package's seaborn theme, without touching the global one."""
+
+    @functools.wraps(plot)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        with sns.axes_style("whitegrid"), sns.plotting_context("notebook"), sns.color_palette("deep"):
+            return plot(*args, **kwargs)
+
+    return inner
 
 
 @dataclass(frozen=True)
@@ -69,28 +77,7 @@ def _pivot(cells: pd.Series, frame: pd.DataFrame, columns: str) -> pd.DataFrame:
     return table.reset_index()
 
 
-def standardised_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], test_index: int = 0) -> pd.DataFrame:
-    """Tidy frame of z-scored influences (Table 2) for every family, run, method and training set."""
-    rows = []
-    for family, family_runs in runs.items():
-        for r, results in enumerate(family_runs):
-            for method, inf in results.items():
-                z = standardise(inf.values[:, test_index])
-                rows += [{"family": family, "run": r, "method": method, "train": t, "z": v} for t, v in zip(inf.train_names, z)]
-    return pd.DataFrame(rows)
-
-
-def trajectory_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], methods: Sequence[str] = ("UnTrac", "UnTrac-Inv")) -> pd.DataFrame:
-    """Tidy frame of influence over unlearning steps for every family, run and method (Fig. 2)."""
-    frames = []
-    for family, family_runs in runs.items():
-        for r, results in enumerate(family_runs):
-            for m in methods:
-                if m in results and results[m].trajectory is not None:
-                    frames.append(results[m].trajectory_frame().assign(family=family, run=r))
-    return pd.concat(frames, ignore_index=True)
-
-
+@themed
 def plot_trajectories(frame: pd.DataFrame, value: str = "influence", hue: str = "train") -> plt.Figure:
     """Lines of ``value`` over unlearning steps, mean and 95% band over runs, method x family grid."""
     grid = sns.relplot(data=frame, x="step", y=value, hue=hue, row="method", col="family", kind="line",
@@ -100,6 +87,7 @@ def plot_trajectories(frame: pd.DataFrame, value: str = "influence", hue: str = 
     return grid.figure
 
 
+@themed
 def plot_standardised(frame: pd.DataFrame) -> plt.Figure:
     """Bars of z-scored influence of each training set, one panel per family, methods side by side."""
     grid = sns.catplot(data=frame, x="method", y="z", hue="train", col="family", kind="bar", errorbar="sd",
@@ -109,6 +97,7 @@ def plot_standardised(frame: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+@themed
 def plot_correlations(frame: pd.DataFrame, value: str = "pearson", col: str | None = None) -> plt.Figure:
     """Correlation with the ground truth per method (mean and sd over runs)."""
     grid = sns.catplot(data=frame, x="method", y=value, col=col, kind="bar", errorbar="sd", height=3.2, aspect=1.8)
@@ -126,22 +115,6 @@ def example_rows(sets: Mapping[str, Mapping[str, object]], per_subset: int = 1) 
         for subset, ds in parts.items():
             for i in range(min(per_subset, len(ds))):
                 rows.append({"family": family, "subset": subset, "input": ds[i]["prompt"], "output": ds[i]["target"].strip()})
-    return pd.DataFrame(rows)
-
-
-def cost_frame(runs: Mapping[str, Sequence[Mapping[str, Influence]]], group: str = "family",
-               exclude: Sequence[str] = ()) -> pd.DataFrame:
-    """What each method spent, per ``group`` (synthetic family, corpora setting) and run: seconds,
-    examples through forward/backward, peak memory. Methods in ``exclude`` and unmeasured results
-    (zero seconds) are left out."""
-    rows = []
-    for name, group_runs in runs.items():
-        for r, results in enumerate(group_runs):
-            for method, inf in results.items():
-                if inf.cost.seconds and method not in exclude:
-                    rows.append({group: name, "run": r, "method": method, "seconds": inf.cost.seconds,
-                                 "forward_examples": inf.cost.forward_examples,
-                                 "backward_examples": inf.cost.backward_examples, "peak_memory_mb": inf.cost.peak_memory_mb})
     return pd.DataFrame(rows)
 
 
@@ -171,6 +144,7 @@ def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return merged[cols].sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
+@themed
 def plot_noise_floor(frame: pd.DataFrame) -> plt.Figure:
     """Bars: spread of the ground truth across corpora vs the change a new training seed makes."""
     long = frame.melt(id_vars=["testset"], value_vars=["corpus_spread", "seed_change"], var_name="quantity", value_name="nats")
@@ -184,6 +158,7 @@ def plot_noise_floor(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+@themed
 def plot_ground_truth_variants(frame: pd.DataFrame) -> plt.Figure:
     """Figure 4: leave-dataset-out influence per corpus (mean and sd over test subsets), both variants."""
     frame = frame.assign(label=frame["corpus"] + "\n(" + (100 * frame["share"]).round(0).astype(int).astype(str) + "%)")
@@ -197,6 +172,7 @@ def plot_ground_truth_variants(frame: pd.DataFrame) -> plt.Figure:
     return grid.figure
 
 
+@themed
 def plot_corpus_influence(frame: pd.DataFrame, value: str = "z") -> plt.Figure:
     """Heatmaps of per-corpus influence (mean over runs): methods x corpora, one panel per test set and setting."""
     settings = list(dict.fromkeys(frame["setting"]))
@@ -220,6 +196,7 @@ def plot_corpus_influence(frame: pd.DataFrame, value: str = "z") -> plt.Figure:
     return fig
 
 
+@themed
 def plot_cost_accuracy(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure:
     """Mean correlation with the ground truth against seconds per run, one point per method and setting."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -232,6 +209,7 @@ def plot_cost_accuracy(frame: pd.DataFrame, value: str = "pearson") -> plt.Figur
     return fig
 
 
+@themed
 def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson") -> plt.Figure:
     """Correlation with the ground truth per method (mean and sd over runs), by test set and setting."""
     grid = sns.catplot(data=corr, x="method", y=value, hue="setting", col="testset", kind="bar", errorbar="sd",
@@ -244,6 +222,7 @@ def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson") -> plt
     return grid.figure
 
 
+@themed
 def plot_epoch_curves(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure:
     """Figure 3: correlation with the ground truth over unlearning epochs, per method and batch size."""
     grid = sns.relplot(data=frame, x="epoch", y=value, hue="batch", col="method", kind="line", marker="o",
@@ -255,6 +234,7 @@ def plot_epoch_curves(frame: pd.DataFrame, value: str = "pearson") -> plt.Figure
     return grid.figure
 
 
+@themed
 def plot_correlation_vs_change(grids: Mapping[str, pd.DataFrame], truth_spread: float, value: str = "pearson") -> plt.Figure:
     """Every cell of the Sec. 6 grids on one axis: correlation with the truth against how far
     unlearning moved the losses (|mean change|, log scale), one point per run, beside the truth's
@@ -284,3 +264,22 @@ def paper_beside(ours: pd.DataFrame, theirs: pd.DataFrame, index: str, columns: 
     series = pd.Series(cells)
     series.index.names = [index, columns]
     return _pivot(series, ours, columns)
+
+
+@themed
+def plot_klom(frame: pd.DataFrame, floor: Mapping[str, float] | None = None, percentiles: Sequence[str] = ("p50", "p95"),
+              band: bool = False) -> plt.Figure:
+    """KLoM against compute (fraction of retraining): one panel per percentile x group, one line
+    per algorithm (mean over forget sets and families; ``band``: their min-max); dashed: the noise floor."""
+    long = frame.melt(id_vars=["family", "forget", "algorithm", "steps", "fraction", "group"], value_vars=list(percentiles),
+                      var_name="percentile", value_name="KLoM")
+    grid = sns.relplot(data=long, x="fraction", y="KLoM", hue="algorithm", style="algorithm", row="percentile", col="group",
+                       kind="line", markers=True, dashes=False, errorbar=("pi", 100) if band else None, height=2.8, aspect=1.3,
+                       facet_kws={"sharey": "row"})
+    grid.set_titles("{col_name} — {row_name}")
+    grid.set_axis_labels("compute (fraction of retraining)", "KLoM")
+    if floor is not None:
+        for (pct, _), ax in grid.axes_dict.items():
+            if pct in floor:
+                ax.axhline(floor[pct], color="grey", ls="--", lw=1)
+    return grid.figure

@@ -12,10 +12,19 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run(scale: str, figures: Path, only: list[str] | None = None, notebooks: Path = NOTEBOOKS) -> list[Path]:
-    """Run every ``notebooks/NN_*.ipynb`` (or those whose name starts with an entry of ``only``)."""
+def run(scale: str, figures: Path, only: list[str] | None = None, notebooks: Path = NOTEBOOKS,
+        progress: bool = False) -> list[Path]:
+    """Run every ``notebooks/NN_*.ipynb`` (or those whose name starts with an entry of ``only``).
+
+    Progress bars are off unless ``progress`` (``UNTRAC_PROGRESS=0`` for the kernels): they would
+    only fill the executed notebooks with redraws.
+    """
+    import os
+
     import papermill
 
+    if not progress:
+        os.environ["UNTRAC_PROGRESS"] = "0"
     figures = figures.resolve()
     executed = figures / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
@@ -36,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", default="mini", choices=["smoke", "mini", "paper"])
     parser.add_argument("--figures", type=Path, default=Path("figures"))
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+    parser.add_argument("--progress", action="store_true", help="keep progress bars in the executed notebooks")
     args = parser.parse_args(argv)
-    run(args.scale, args.figures, args.only)
+    run(args.scale, args.figures, args.only, progress=args.progress)
     return 0
 
 

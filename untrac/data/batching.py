@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import contextlib
+import numbers
 
 import numpy as np
 import torch
@@ -41,6 +42,12 @@ def check_nonempty(name: str, dataset: Dataset) -> None:
     """Raise a clear error for an empty dataset (nothing to train, unlearn or evaluate on)."""
     if len(dataset) == 0:
         raise ValueError(f"dataset {name!r} is empty")
+
+
+def check_batch_size(batch_size: Any) -> None:
+    """Raise a clear error unless ``batch_size`` is a positive integer."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 def encode(
@@ -119,6 +126,7 @@ def batches(
     length first (length bucketing for forward-only evaluation: no padding waste).
     """
     check_nonempty("batches input", dataset)
+    check_batch_size(batch_size)
     cols = dataset.select_columns(["input_ids", "labels"])[:]
     rows = [{"input_ids": a, "labels": b} for a, b in zip(cols["input_ids"], cols["labels"])]
     order = np.arange(len(rows))
@@ -133,15 +141,25 @@ def batches(
 
 
 def epoch_stream(
-    dataset: Dataset, batch_size: int, pad_id: int, encoder_decoder: bool, seed: int, start_step: int = 0
-) -> Iterator[dict[str, torch.Tensor]]:
+    dataset: Dataset, batch_size: int, pad_id: int, encoder_decoder: bool, seed: int, start_step: int = 0,
+    with_indices: bool = False,
+) -> Iterator[Any]:
     """An endless stream of shuffled batches, epoch after epoch (epoch e shuffled by ``seed + e``).
 
     Batches never straddle two epochs (the last, smaller batch of an epoch is kept). Starting at
     ``start_step`` yields exactly the batches a fresh stream would yield from that step on, which
-    makes training resumable bit-for-bit.
+    makes training resumable bit-for-bit. ``with_indices``: yield ``(batch, rows)`` pairs, ``rows``
+    the indices of the batch's examples in ``dataset`` (to look up per-example values).
     """
     check_nonempty("training stream input", dataset)
+    check_batch_size(batch_size)  # checked here, at the call: a generator would only check at the first batch
+    return _epoch_stream(dataset, batch_size, pad_id, encoder_decoder, seed, start_step, with_indices)
+
+
+def _epoch_stream(
+    dataset: Dataset, batch_size: int, pad_id: int, encoder_decoder: bool, seed: int, start_step: int,
+    with_indices: bool,
+) -> Iterator[Any]:
     data = dataset.select_columns(["input_ids", "labels"])
     n = len(data)
     per_epoch = -(-n // batch_size)
@@ -149,7 +167,9 @@ def epoch_stream(
     while True:
         order = np.random.default_rng(seed + epoch).permutation(n)
         for s in range(skip * batch_size, n, batch_size):
-            chunk = data[order[s : s + batch_size]]
+            idx = order[s : s + batch_size]
+            chunk = data[idx]
             rows = [{"input_ids": a, "labels": b} for a, b in zip(chunk["input_ids"], chunk["labels"])]
-            yield collate(rows, pad_id, encoder_decoder)
+            batch = collate(rows, pad_id, encoder_decoder)
+            yield (batch, idx) if with_indices else batch
         epoch, skip = epoch + 1, 0

@@ -106,7 +106,7 @@ def corpus_records(name: str, *, max_docs: int | None = None, max_chars: int | N
     Reads the mirror file or streams the hub source (``source`` overrides ``CORPORA[name].hub``),
     skipping empty documents, and keeps the first ``max_docs`` documents, stopping once
     ``max_chars`` characters have been collected (the document crossing the limit is kept).
-    This is what :func:`untrac.data.mirror.write_mirror` writes.
+    This is what :func:`untrac.data.write_mirror.write_mirror` writes.
     """
     spec = corpus_spec(name)
     _check_limit("max_docs", max_docs)

@@ -5,22 +5,36 @@ The mirror layout is documented in the mirror's own README (``corpora/``, ``test
 :mod:`untrac.data.testsets` reads the mirror when ``UNTRAC_DATA_DIR`` is set and the hub otherwise
 (``origin="auto"``); ``origin="mirror"`` / ``origin="hub"`` force one of the two.
 
-This module also writes such a mirror from the hub (:func:`write_mirror`, or
-``python -m untrac.data.mirror OUT_DIR``), so that a machine with internet access can prepare the
-data of Section 5.2 of the paper once and later work offline.
+Mirror files are checked once per process against a manifest (size, record count, SHA-256 per
+file; :func:`manifest_in_force`), so that a truncated or altered copy fails loudly instead of
+silently changing the data.  :func:`mirror_fingerprint` names the mirror's content, for cache keys.
+
+This module only reads.  A mirror is written from the hub by :mod:`untrac.data.write_mirror`
+(``python -m untrac.data.write_mirror OUT_DIR``).
 """
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
 import os
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from untrac.hub import HubUnavailable, hub_access, offline, unavailable
+
 ENV_VAR = "UNTRAC_DATA_DIR"
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = "untrac-mirror-manifest/1"
+PACKAGED_MANIFEST = "manifest.json"
+"""The manifest of the shipped mirror, a package resource of :mod:`untrac.data`."""
+
+WRITE_HINT = ("re-copy the mirror from its source, or rewrite it with `python -m "
+              "untrac.data.write_mirror OUT_DIR`")
 
 Origin = Literal["auto", "mirror", "hub"]
 """Where a loader reads from: ``"auto"`` (the mirror when ``UNTRAC_DATA_DIR`` is set, else the
@@ -28,11 +42,15 @@ hub), ``"mirror"`` (the mirror; error when unset) or ``"hub"`` (the Hugging Face
 
 
 class MirrorError(FileNotFoundError):
-    """A mirror file is missing or malformed (the message says which, and how to fix it)."""
+    """A mirror file is missing, malformed or altered (the message says which, and how to fix)."""
 
 
 class DataUnavailableError(RuntimeError):
     """Neither the offline mirror nor the Hugging Face hub could provide a data set."""
+
+
+class HubOfflineError(DataUnavailableError, HubUnavailable):
+    """The hub cannot be reached, and no mirror (nor the local Hugging Face cache) has the data."""
 
 
 @dataclass(frozen=True)
@@ -77,10 +95,11 @@ def data_dir() -> Path | None:
     return path
 
 
-def mirror_file(relpath: str) -> Path | None:
+def mirror_file(relpath: str, *, verify: bool = True) -> Path | None:
     """Path of ``relpath`` inside the mirror, ``None`` when no mirror is configured.
 
-    Raises :class:`MirrorError` when a mirror is configured but lacks the file.
+    Raises :class:`MirrorError` when a mirror is configured but lacks the file, or (``verify``)
+    when the file does not match the manifest in force (:func:`verify_file`).
     """
     root = data_dir()
     if root is None:
@@ -88,6 +107,8 @@ def mirror_file(relpath: str) -> Path | None:
     path = root / relpath
     if not path.exists():
         raise MirrorError(f"{path} not found: the mirror at {ENV_VAR}={root} lacks {relpath!r}.")
+    if verify:
+        verify_file(root, relpath)
     return path
 
 
@@ -105,6 +126,153 @@ def use_mirror(origin: Origin = "auto") -> bool:
     raise ValueError(f"origin must be 'auto', 'mirror' or 'hub', not {origin!r}")
 
 
+# --------------------------------------------------------------------------------------------
+# Integrity: manifests and fingerprints
+# --------------------------------------------------------------------------------------------
+
+_DIGESTS: dict[tuple[str, int, int], dict[str, Any]] = {}
+_MANIFESTS: dict[tuple[str, int, int], dict[str, Any]] = {}
+_NOT_CONTENT = frozenset({"README.md", MANIFEST_NAME})  # left out of the fingerprint
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+def file_entry(path: str | Path) -> dict[str, Any]:
+    """``{"bytes", "records", "sha256"}`` of one file (``records``: its non-blank lines), computed
+    once per process per file version (cached by path, size and modification time)."""
+    path = Path(path)
+    key = _stat_key(path)
+    entry = _DIGESTS.get(key)
+    if entry is None:
+        digest, records = hashlib.sha256(), 0
+        with path.open("rb") as handle:
+            for line in handle:
+                digest.update(line)
+                records += not line.isspace()
+        entry = {"bytes": key[1], "records": records, "sha256": digest.hexdigest()}
+        _DIGESTS[key] = entry
+    return dict(entry)
+
+
+def _data_files(root: Path) -> Iterator[Path]:
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if (path.is_file() and rel.as_posix() != MANIFEST_NAME and not path.name.endswith(".tmp")
+                and not any(part.startswith(".") for part in rel.parts)):
+            yield path
+
+
+def build_manifest(root: str | Path) -> dict[str, Any]:
+    """The manifest of the mirror at ``root``: every file but ``MANIFEST.json`` (and hidden or
+    ``*.tmp`` files), as ``{"format": ..., "files": {relpath: {"bytes", "records", "sha256"}}}``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise MirrorError(f"{root} is not a directory.")
+    files = {path.relative_to(root).as_posix(): file_entry(path)
+             for path in sorted(_data_files(root))}
+    return {"format": MANIFEST_FORMAT, "files": files}
+
+
+def _checked_manifest(data: Any, where: str) -> dict[str, Any]:
+    files = data.get("files") if isinstance(data, dict) else None
+    fields = {"bytes": int, "records": int, "sha256": str}
+    if not isinstance(files, dict) or data.get("format") != MANIFEST_FORMAT or not all(
+            isinstance(e, dict) and all(isinstance(e.get(k), t) for k, t in fields.items())
+            for e in files.values()):
+        raise MirrorError(f"{where}: not a mirror manifest of format {MANIFEST_FORMAT!r}; rewrite "
+                          f"it with `python -m untrac.data.write_mirror --manifest DIR`.")
+    return data
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    key = _stat_key(path)
+    if key not in _MANIFESTS:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise MirrorError(f"{path}: unreadable manifest ({exc}); rewrite it with `python -m "
+                              f"untrac.data.write_mirror --manifest {path.parent}`.") from exc
+        _MANIFESTS[key] = _checked_manifest(data, str(path))
+    return _MANIFESTS[key]
+
+
+@lru_cache(maxsize=1)
+def packaged_manifest() -> dict[str, Any]:
+    """The manifest of the project's shipped mirror, packaged with untrac (do not modify it)."""
+    resource = resources.files("untrac.data").joinpath(PACKAGED_MANIFEST)
+    try:
+        data = json.loads(resource.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # a broken install: warn, and check nothing
+        warnings.warn(f"untrac/data/{PACKAGED_MANIFEST} is missing or unreadable ({exc}): copies "
+                      f"of the shipped data mirror are not checked; reinstall untrac.",
+                      RuntimeWarning, stacklevel=2)
+        return {"format": MANIFEST_FORMAT, "files": {}}
+    return _checked_manifest(data, f"untrac/data/{PACKAGED_MANIFEST}")
+
+
+def manifest_in_force(root: str | Path | None = None) -> tuple[dict[str, Any], str] | None:
+    """``(manifest, where it is from)`` that the files of the mirror ``root`` (default: the
+    configured one) are checked against: the mirror's own ``MANIFEST.json``; else, for a copy of
+    the project's shipped mirror (same ``README.md``), the packaged ``untrac/data/manifest.json``;
+    else ``None`` (your own mirror without manifest: nothing is checked)."""
+    root = Path(root).expanduser() if root is not None else data_dir()
+    if root is None:
+        return None
+    own = root / MANIFEST_NAME
+    if own.is_file():
+        return _load_manifest(own), str(own)
+    shipped = packaged_manifest()
+    readme, expected = root / "README.md", shipped["files"].get("README.md")
+    if expected and readme.is_file() and file_entry(readme)["sha256"] == expected["sha256"]:
+        return shipped, f"the shipped mirror's manifest (untrac/data/{PACKAGED_MANIFEST})"
+    return None
+
+
+def verify_file(root: str | Path, relpath: str) -> None:
+    """Check the mirror file ``root/relpath`` against the manifest in force (if it lists it):
+    hashed once per process per file version; :class:`MirrorError` names the file, the expected
+    and found record counts and hashes, and how to fix it."""
+    root = Path(root).expanduser()
+    in_force = manifest_in_force(root)
+    relpath = Path(relpath).as_posix()
+    if in_force is None or relpath not in in_force[0]["files"]:
+        return
+    expected, where = in_force[0]["files"][relpath], in_force[1]
+    path = root / relpath
+    found = file_entry(path)
+    if found["sha256"] == expected["sha256"]:
+        return
+    state = "truncated" if found["bytes"] < expected["bytes"] else "altered"
+    raise MirrorError(
+        f"{path} does not match {where}: expected {expected['records']} records, "
+        f"{expected['bytes']} bytes, sha256 {expected['sha256'][:16]}..., found "
+        f"{found['records']} records, {found['bytes']} bytes, sha256 {found['sha256'][:16]}... "
+        f"The file is {state}: {WRITE_HINT} (for a mirror you changed on purpose, record its "
+        f"content with `python -m untrac.data.write_mirror --manifest {root}`).")
+
+
+def mirror_fingerprint(root: str | Path | None = None) -> str:
+    """A stable hash of the content of the mirror ``root`` (default: the configured one), for
+    cache keys: SHA-256 over the sorted ``(relpath, sha256)`` of its files but ``README.md`` and
+    ``MANIFEST.json``, from the manifest in force (no hashing) or else by hashing every file.
+    Equal content, equal fingerprint, wherever the mirror lives; ``"hub"`` when none is set."""
+    root = Path(root).expanduser() if root is not None else data_dir()
+    if root is None:
+        return "hub"
+    in_force = manifest_in_force(root)
+    files = in_force[0]["files"] if in_force else build_manifest(root)["files"]
+    content = sorted((rel, entry["sha256"]) for rel, entry in files.items()
+                     if rel not in _NOT_CONTENT)
+    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Reading JSON Lines
+# --------------------------------------------------------------------------------------------
+
 FieldTypes = Mapping[str, "type | tuple[type, ...]"]
 
 _JSONL_CACHE: dict[tuple[str, int, int], tuple[tuple[int, dict[str, Any]], ...]] = {}
@@ -114,19 +282,19 @@ _JSONL_CACHE_SIZE = 16
 def read_jsonl(relpath: str, required: FieldTypes | None = None) -> list[dict[str, Any]]:
     """Records of the mirror file ``relpath`` (JSON Lines), validated.
 
-    ``required`` maps field names to the type(s) their value must have.  A missing file, a line
-    that is not a JSON object, or a record lacking a required field (or holding a value of another
-    type) raises :class:`MirrorError` naming the file and the 1-based line.  Blank lines are
-    skipped.  Parsed files are cached in memory (keyed by path, size and modification time); the
-    returned list and dicts are fresh copies, so callers may modify them.
+    The file is first checked against the manifest in force (:func:`verify_file`).  ``required``
+    maps field names to the type(s) their value must have.  A missing file, a line that is not a
+    JSON object, or a record lacking a required field (or holding a value of another type) raises
+    :class:`MirrorError` naming the file and the 1-based line.  Blank lines are skipped.  Parsed
+    files are cached in memory (keyed by path, size and modification time); the returned list and
+    dicts are fresh copies, so callers may modify them.
     """
     path = mirror_file(relpath)
     if path is None:
         raise MirrorError(f"{ENV_VAR} is unset: cannot read mirror file {relpath!r}.")
     if not path.is_file():
         raise MirrorError(f"{path} is not a file (mirror {ENV_VAR}={path.parent}).")
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    key = _stat_key(path)
     records = _JSONL_CACHE.get(key)
     if records is None:
         records = tuple(_parse_jsonl(path))
@@ -138,8 +306,7 @@ def read_jsonl(relpath: str, required: FieldTypes | None = None) -> list[dict[st
         for field, types in (required or {}).items():
             if field not in record:
                 raise MirrorError(f"{path}, line {lineno}: missing field {field!r} (record keys: "
-                                  f"{sorted(record)}); rewrite the mirror with `python -m "
-                                  f"untrac.data.mirror`.")
+                                  f"{sorted(record)}); {WRITE_HINT}.")
             value = record[field]
             is_bool = isinstance(value, bool) and bool not in _as_tuple(types)  # bool is an int
             if not isinstance(value, types) or is_bool:
@@ -186,25 +353,32 @@ def _type_names(types: type | tuple[type, ...]) -> str:
 
 
 def _unavailable(source: HubSource, exc: BaseException) -> DataUnavailableError:
+    if isinstance(exc, HubUnavailable):
+        return HubOfflineError(f"could not load {source.describe()}: {exc}")
     return DataUnavailableError(
         f"could not load {source.describe()} from the Hugging Face hub "
         f"({type(exc).__name__}: {exc}). No offline mirror is configured: set {ENV_VAR} to a data "
         f"mirror directory (write one on a machine with internet access with "
-        f"`python -m untrac.data.mirror OUT_DIR`), or fix the hub id/config/revision.")
+        f"`python -m untrac.data.write_mirror OUT_DIR`), or fix the hub id/config/revision.")
 
 
 def load_hub(source: HubSource, *, streaming: bool = False) -> Any:
     """``datasets.load_dataset`` for ``source``; failures become :class:`DataUnavailableError`.
 
-    Returns a ``datasets.Dataset`` (or an ``IterableDataset`` when ``streaming``).  Errors raised
-    later while iterating a streamed data set are not wrapped here: use :func:`iter_hub`.
+    Returns a ``datasets.Dataset`` (or an ``IterableDataset`` when ``streaming``).  When the hub is
+    out of reach (:func:`untrac.hub.offline`), the libraries are put into offline mode first, so
+    the call fails within about a second unless the local Hugging Face cache has the data; the
+    error is then a :class:`HubOfflineError` (also an :class:`untrac.hub.HubUnavailable`).
+    Errors raised later while iterating a streamed data set are not wrapped here: use
+    :func:`iter_hub`.
     """
     try:
         import datasets
 
-        return datasets.load_dataset(source.path, source.name, split=source.split,
-                                     revision=source.revision, streaming=streaming)
-    except Exception as exc:  # network, authentication (gated sets), missing config, ...
+        with hub_access(f"loading {source.describe()}"):
+            return datasets.load_dataset(source.path, source.name, split=source.split,
+                                         revision=source.revision, streaming=streaming)
+    except Exception as exc:  # offline, network, authentication (gated sets), missing config, ...
         raise _unavailable(source, exc) from exc
 
 
@@ -219,149 +393,6 @@ def iter_hub(source: HubSource, *, limit: int | None = None) -> Iterator[dict[st
     except DataUnavailableError:
         raise
     except Exception as exc:
+        if offline():
+            exc = unavailable(f"streaming {source.describe()}", str(exc))
         raise _unavailable(source, exc) from exc
-
-
-# --------------------------------------------------------------------------------------------
-# Writing a mirror from the hub
-# --------------------------------------------------------------------------------------------
-
-
-def write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
-    """Write ``records`` as UTF-8 JSON Lines to ``path`` (atomically); returns the record count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    count = 0
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
-            count += 1
-    tmp.replace(path)
-    return count
-
-
-_README = """# Data mirror written by `python -m untrac.data.mirror`
-
-Same layout and record schema as the project's offline mirror (see `untrac/data/mirror.py`);
-point `UNTRAC_DATA_DIR` at this directory to work offline.  Written from the Hugging Face hub:
-
-{lines}
-"""
-
-
-def write_mirror(out_dir: str | Path, *, corpora: Sequence[str] | None = None,
-                 corpora_max_docs: int | None = None,
-                 corpora_max_chars: int | None = 20_000_000,
-                 testsets: Sequence[str] | None = ("toxigen", "winobias", "truthfulqa"),
-                 toxigen_max_per_group: int | None = 4_000, seed: int = 0,
-                 overwrite: bool = False,
-                 log: Callable[[str], None] | None = print) -> dict[str, Path]:
-    """Download the Section 5.2 data from the hub and write it in the mirror layout.
-
-    Writes ``corpora/<file>.jsonl`` (records ``{"text", "source"}``) for each corpus of
-    :data:`untrac.data.corpora.CORPORA` (or the names in ``corpora``), keeping the first
-    ``corpora_max_docs`` documents and about ``corpora_max_chars`` characters of each (``None``:
-    no limit).  The default 20 M characters give roughly 5 M tokens (~5,000 blocks of 1,024) per
-    corpus; the paper's 40,000 blocks need about 170 M characters per corpus (400 M for Pile-CC in
-    the different-size setting).  BookCorpus rows are single sentences, so cap it by characters.
-    and ``testsets/<name>.jsonl`` in the schema of the shipped mirror for each name in
-    ``testsets``.  ToxiGen keeps only the toxic (``prompt_label == 1``) generations, at most
-    ``toxigen_max_per_group`` per target group (sampled with ``seed``).  The ``wordnet/`` files of
-    the shipped mirror are not on the hub and are not written.
-
-    The hub is always used, whatever ``UNTRAC_DATA_DIR`` says.  Existing files are kept unless
-    ``overwrite``.  Returns ``{"corpora/web_mix.jsonl": path, ...}`` for the files written.
-    """
-    from untrac.data import corpora as corpora_mod
-    from untrac.data import testsets as testsets_mod
-
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    say = log or (lambda _msg: None)
-    written: dict[str, Path] = {}
-    provenance: list[str] = []
-
-    def target(relpath: str) -> Path | None:
-        path = out / relpath
-        if path.exists() and not overwrite:
-            say(f"keep {path} (exists; pass overwrite=True / --overwrite to replace it)")
-            return None
-        return path
-
-    for name in (corpora_mod.CORPUS_NAMES if corpora is None else corpora):
-        spec = corpora_mod.corpus_spec(name)
-        path = target(spec.mirror_file)
-        if path is None:
-            continue
-        say(f"{name}: downloading {spec.hub.describe()} ...")
-        records = corpora_mod.corpus_records(name, max_docs=corpora_max_docs,
-                                             max_chars=corpora_max_chars, origin="hub")
-        count = write_jsonl(path, records)
-        say(f"{name}: wrote {count} documents to {path}")
-        written[spec.mirror_file] = path
-        provenance.append(f"- `{spec.mirror_file}`: {name}, `{spec.hub.describe()}`, "
-                          f"{count} documents")
-
-    for name in testsets or ():
-        relpath = testsets_mod.mirror_relpath(name)
-        path = target(relpath)
-        if path is None:
-            continue
-        say(f"{name}: downloading ...")
-        options: dict[str, Any] = {}
-        if name == "toxigen":
-            options = {"max_per_group": toxigen_max_per_group, "seed": seed}
-        records = testsets_mod.raw_records(name, origin="hub", **options)
-        count = write_jsonl(path, records)
-        say(f"{name}: wrote {count} records to {path}")
-        written[relpath] = path
-        provenance.append(f"- `{relpath}`: {count} records")
-
-    if written:
-        (out / "README.md").write_text(_README.format(lines="\n".join(provenance)),
-                                       encoding="utf-8")
-    return written
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``python -m untrac.data.mirror OUT_DIR [options]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m untrac.data.mirror",
-        description="Download the pretraining corpora and test sets of Section 5.2 of the UnTrac "
-                    "paper from the Hugging Face hub into an offline mirror; then set "
-                    f"{ENV_VAR}=OUT_DIR to use it.")
-    parser.add_argument("out_dir", type=Path, help="directory to write the mirror into")
-    parser.add_argument("--corpora", nargs="*", default=None, metavar="NAME",
-                        help="corpus names (default: all eight; none with an empty list)")
-    parser.add_argument("--corpora-max-docs", type=_optional_int, default=None,
-                        help="documents kept per corpus ('none': no limit, the default)")
-    parser.add_argument("--corpora-max-chars", type=_optional_int, default=20_000_000,
-                        help="characters kept per corpus ('none': no limit; default 2e7, about "
-                             "5M tokens; the paper's 40k blocks of 1024 tokens need ~1.7e8)")
-    parser.add_argument("--testsets", nargs="*", default=["toxigen", "winobias", "truthfulqa"],
-                        metavar="NAME", help="test sets (default: all three)")
-    parser.add_argument("--toxigen-max-per-group", type=_optional_int, default=4_000,
-                        help="toxic ToxiGen statements kept per group ('none': all)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overwrite", action="store_true", help="replace existing files")
-    args = parser.parse_args(argv)
-    try:
-        written = write_mirror(args.out_dir, corpora=args.corpora,
-                               corpora_max_docs=args.corpora_max_docs,
-                               corpora_max_chars=args.corpora_max_chars,
-                               testsets=args.testsets,
-                               toxigen_max_per_group=args.toxigen_max_per_group,
-                               seed=args.seed, overwrite=args.overwrite)
-    except (DataUnavailableError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {len(written)} files; use them with {ENV_VAR}={args.out_dir}")
-    return 0
-
-
-def _optional_int(text: str) -> int | None:
-    return None if text.lower() in {"none", "all", ""} else int(float(text))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,26 +11,54 @@ A: successor of a number.  test "What is the number that comes after N?" (N in 5
 B: the character left after removing four.  test: five distinct letters; train 1: four digits and
    one letter a-m (answer: the letter); train 2: five digits (answer: the digit); train 3/4: part
    of speech with lettered (nouns, verbs) / numbered (adjectives, adverbs) choices, from WordNet.
+
+The words come from WordNet 3.0: the lemmas of exactly one part of speech (:func:`unambiguous_words`).
+Those of 4-14 letters are packaged with untrac (``untrac/data/wordnet/``, WordNet licence beside
+them), so both families need no data mirror; they are regenerated from the mirror's
+``wordnet/index.*`` files by :func:`write_word_lists` and give the same words.
 """
 from __future__ import annotations
 
+import gzip
 import string
 from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from datasets import Dataset
 
-from .mirror import ENV_VAR, MirrorError, mirror_file
+from .mirror import ENV_VAR, MirrorError, mirror_file, verify_file
 
 DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 POS = ("noun", "verb", "adj", "adv")
 TRAIN_NAMES = ("train1", "train2", "train3", "train4")
 FAMILIES = ("A", "B")
+WORD_LENGTHS = (4, 14)
+"""The word lengths (in letters, inclusive) of the packaged word lists."""
+WORDS_RESOURCE = "wordnet/unambiguous_words.tsv.gz"
+"""The packaged word lists, a resource of :mod:`untrac.data`: gzipped ``pos<TAB>word`` lines."""
 
 
 def spell(n: int) -> str:
     """A number spelled digit by digit: 510 -> 'five one zero'."""
     return " ".join(DIGIT_WORDS[int(d)] for d in str(n))
+
+
+def _read_index(path: str | Path) -> frozenset[str]:
+    with open(path, encoding="utf-8") as f:
+        return frozenset(line.split(" ", 1)[0] for line in f if line.strip() and not line.startswith("  "))
+
+
+def read_wordnet(root: str | Path) -> dict[str, frozenset[str]]:
+    """Lemmas of each part of speech from ``root/wordnet/index.*`` (checked like mirror files)."""
+    root = Path(root).expanduser()
+    for pos in POS:
+        if not (root / f"wordnet/index.{pos}").is_file():
+            raise MirrorError(f"{root / f'wordnet/index.{pos}'} not found: {root} has no WordNet index files.")
+        verify_file(root, f"wordnet/index.{pos}")
+    return {pos: _read_index(root / f"wordnet/index.{pos}") for pos in POS}
 
 
 @lru_cache(maxsize=1)
@@ -39,13 +67,9 @@ def wordnet_lemmas() -> dict[str, frozenset[str]]:
     try:
         paths = {pos: mirror_file(f"wordnet/index.{pos}") for pos in POS}
     except MirrorError as err:
-        raise MirrorError(f"{err} (WordNet is needed for synthetic family B and nouns of family A)") from err
+        raise MirrorError(f"{err} (WordNet is needed beyond the packaged word lists of the synthetic tasks)") from err
     if all(p is not None for p in paths.values()):
-        lemmas = {}
-        for pos, path in paths.items():
-            with open(path, encoding="utf-8") as f:
-                lemmas[pos] = frozenset(line.split(" ", 1)[0] for line in f if line.strip() and not line.startswith("  "))
-        return lemmas
+        return {pos: _read_index(path) for pos, path in paths.items()}
     try:  # online fallback: NLTK's WordNet corpus (nltk.download("wordnet"))
         from nltk.corpus import wordnet as wn
 
@@ -58,9 +82,7 @@ def wordnet_lemmas() -> dict[str, frozenset[str]]:
         ) from err
 
 
-def unambiguous_words(min_len: int = 4, max_len: int = 14) -> dict[str, list[str]]:
-    """Alphabetic lower-case lemmas that belong to exactly one part of speech, sorted."""
-    lemmas = wordnet_lemmas()
+def _unambiguous(lemmas: dict[str, frozenset[str]], min_len: int, max_len: int) -> dict[str, list[str]]:
     out = {}
     for pos in POS:
         others = frozenset().union(*(lemmas[p] for p in POS if p != pos))
@@ -68,6 +90,61 @@ def unambiguous_words(min_len: int = 4, max_len: int = 14) -> dict[str, list[str
             w for w in lemmas[pos] - others if w.isalpha() and w.isascii() and w.islower() and min_len <= len(w) <= max_len
         )
     return out
+
+
+def packaged_words_path() -> Path:
+    """Where the packaged word lists live (in the installed package)."""
+    return Path(str(resources.files("untrac.data"))) / WORDS_RESOURCE
+
+
+@lru_cache(maxsize=1)
+def packaged_words() -> dict[str, tuple[str, ...]]:
+    """The packaged word lists: ``unambiguous_words(*WORD_LENGTHS, source="wordnet")``, stored."""
+    try:
+        text = gzip.decompress(resources.files("untrac.data").joinpath(WORDS_RESOURCE).read_bytes()).decode("utf-8")
+    except OSError as err:
+        raise MirrorError(f"the packaged word lists untrac/data/{WORDS_RESOURCE} are missing ({err}): reinstall "
+                          f"untrac, or pass source='wordnet' with {ENV_VAR} set to a data mirror") from err
+    words: dict[str, list[str]] = {pos: [] for pos in POS}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            pos, word = line.split("\t")
+            words[pos].append(word)
+    return {pos: tuple(ws) for pos, ws in words.items()}
+
+
+def write_word_lists(path: str | Path | None = None, mirror: str | Path | None = None) -> Path:
+    """Write the packaged word lists (default: :func:`packaged_words_path`) from WordNet: the
+    mirror at ``mirror`` (default: :func:`wordnet_lemmas`, i.e. ``$UNTRAC_DATA_DIR`` or NLTK)."""
+    lemmas = read_wordnet(mirror) if mirror is not None else wordnet_lemmas()
+    words = _unambiguous(lemmas, *WORD_LENGTHS)
+    lines = [f"# WordNet 3.0 lemmas of exactly one part of speech, alphabetic lower-case ASCII, "
+             f"{WORD_LENGTHS[0]}-{WORD_LENGTHS[1]} letters; written by untrac.data.synthetic.write_word_lists; "
+             "licence: LICENSE beside this file"]
+    lines += [f"{pos}\t{w}" for pos in POS for w in words[pos]]
+    path = Path(path) if path is not None else packaged_words_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode("utf-8"), compresslevel=9, mtime=0))
+    packaged_words.cache_clear()
+    return path
+
+
+def unambiguous_words(min_len: int = 4, max_len: int = 14, *,
+                      source: Literal["auto", "packaged", "wordnet"] = "auto") -> dict[str, list[str]]:
+    """Alphabetic lower-case lemmas that belong to exactly one part of speech, sorted.
+
+    ``source="wordnet"`` computes them from WordNet (:func:`wordnet_lemmas`: the mirror or NLTK);
+    ``"packaged"`` filters the packaged lists (lengths within :data:`WORD_LENGTHS` only); ``"auto"``
+    uses the packaged lists when they cover the lengths, else WordNet.  Both give the same words.
+    """
+    if source not in ("auto", "packaged", "wordnet"):
+        raise ValueError(f"source must be 'auto', 'packaged' or 'wordnet', not {source!r}")
+    covered = WORD_LENGTHS[0] <= min_len and max_len <= WORD_LENGTHS[1]
+    if source == "packaged" and not covered:
+        raise ValueError(f"the packaged word lists cover {WORD_LENGTHS[0]}-{WORD_LENGTHS[1]} letters only")
+    if source == "wordnet" or not covered:
+        return _unambiguous(wordnet_lemmas(), min_len, max_len)
+    return {pos: [w for w in ws if min_len <= len(w) <= max_len] for pos, ws in packaged_words().items()}
 
 
 def _family_a(n: int, rng: np.random.Generator) -> dict[str, list[tuple[str, str]]]:

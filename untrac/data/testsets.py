@@ -371,7 +371,7 @@ def raw_records(name: str, **kwargs: Any) -> list[dict[str, Any]]:
 
     Keyword arguments go to the reader: ``origin``, ``source``; for ToxiGen also
     ``max_per_group`` and ``seed`` (hub: only the toxic generations are returned); for WinoBias
-    ``types``.  Used by :func:`untrac.data.mirror.write_mirror`.
+    ``types``.  Used by :func:`untrac.data.write_mirror.write_mirror`.
     """
     _check_name(name)
     return _RAW[name](**kwargs)

@@ -27,11 +27,16 @@ import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..progress import bar
+from .registry import GRADIENT_BATCH, Method, Problem
+from .result import Cost, Influence, measure
 
 __all__ = [
     "LossFn",
@@ -53,11 +58,7 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 
 def _progress(iterable: Iterable[Any], enabled: bool, **kwargs: Any) -> Iterable[Any]:
     """Wrap ``iterable`` in a tqdm bar when ``enabled`` (tqdm is imported lazily)."""
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, **kwargs)
+    return bar(iterable, enabled=enabled, **kwargs) if enabled else iterable
 
 
 def flat_params(model: nn.Module, params: Sequence[torch.Tensor] | None = None) -> list[torch.Tensor]:
@@ -269,3 +270,57 @@ def tracin(
         total += eta * term
         del g_train, g_test
     return total
+
+
+# ----------------------------------------------------------------------------- the methods
+
+@dataclass(frozen=True)
+class GradientSettings:
+    """GradDot / GradCos: gradients of the mean loss of each whole set, ``batch_size`` examples a pass."""
+
+    batch_size: int = GRADIENT_BATCH
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"{type(self).__name__}.batch_size must be an int >= 1, not {self.batch_size!r}")
+
+
+@dataclass(frozen=True)
+class TracInSettings(GradientSettings):
+    """TracIn: one learning rate per checkpoint (``None``: unweighted), normalised gradients."""
+
+    learning_rates: tuple[float, ...] | None = None
+    normalize: bool = True
+
+
+def _similarity(name: str) -> Callable[[Problem, GradientSettings], Influence]:
+    def compute(problem: Problem, settings: GradientSettings) -> Influence:
+        cost = Cost()
+        with measure(cost, next(problem.model.parameters()).device):
+            trains, tests = problem.batched(settings.batch_size)
+            losses = problem.counted_losses(cost)
+            g_train = dataset_gradients(problem.model, losses, trains)
+            g_test = dataset_gradients(problem.model, losses, tests)
+            values = (grad_dot if name == "GradDot" else grad_cos)(g_train, g_test)
+        return problem.influence(name, values, cost, settings)
+
+    return compute
+
+
+def _tracin(problem: Problem, settings: TracInSettings) -> Influence:
+    cost = Cost()
+    with measure(cost, next(problem.model.parameters()).device):
+        trains, tests = problem.batched(settings.batch_size)
+        values = tracin(problem.checkpoints, problem.model, problem.counted_losses(cost), trains, tests,
+                        learning_rates=settings.learning_rates, normalize=settings.normalize)
+    return problem.influence("TracIn", values, cost, settings, checkpoints=len(problem.checkpoints))
+
+
+METHODS = (
+    Method("GradDot", GradientSettings(), _similarity("GradDot"), order=30,
+           summary="dot product of training- and test-set gradients (Eq. 9's first-order UnTrac)"),
+    Method("GradCos", GradientSettings(), _similarity("GradCos"), order=40,
+           summary="cosine of training- and test-set gradients"),
+    Method("TracIn", TracInSettings(), _tracin, needs=("checkpoints",), order=50,
+           summary="GradCos summed over training checkpoints (Eq. 7)"),
+)

@@ -14,12 +14,14 @@ of every run is the one made before the first run (the restored copy is bit-iden
 
 Fast paths (autocast, TF32, fused optimizers, ``torch.compile``) are opt-in through an
 :class:`untrac.accel.Accel`; without one, or with ``Accel()``, nothing changes. The inner loop
-never waits on the device: the loss is checked for finiteness at evaluation points only.
+never waits on the device: the loss is checked for finiteness at evaluation points only (the
+step loop is :func:`untrac.ascent.loop`, shared with the unlearning algorithms of notebook 04).
 """
 from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,17 +30,20 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch import nn
-from tqdm.auto import tqdm
 
+from .. import ascent
 from ..accel import Accel, resolve
+from ..ascent import UnlearningDiverged
 from ..data.batching import batches, check_nonempty, epoch_stream
-from ..models import dataset_loss, example_losses, is_encoder_decoder
-from ..training import make_optimizer
+from ..models import dataset_loss, is_encoder_decoder
+from ..training import OPTIMIZERS, make_optimizer
+from .registry import Method, Problem
 from .result import Cost, Influence, measure
+from ..progress import bar
 
 
-class UnlearningDiverged(FloatingPointError):
-    """Gradient ascent produced a non-finite loss (lower the learning rate or the steps)."""
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value > 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,22 @@ class UnlearnConfig:
     seed: int = 0
     eval_batch_size: int = 64
     optimizer_kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"UnlearnConfig.optimizer: unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
+        if not (isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool) and math.isfinite(self.lr)
+                and self.lr > 0):
+            raise ValueError(f"UnlearnConfig.lr must be a finite positive number, got {self.lr!r}")
+        if not (isinstance(self.epochs, numbers.Real) and not isinstance(self.epochs, bool)
+                and math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"UnlearnConfig.epochs must be a finite positive number, got {self.epochs!r}")
+        for name in ("batch_size", "steps", "eval_every"):
+            value = getattr(self, name)
+            if value is not None and not _positive_int(value):
+                raise ValueError(f"UnlearnConfig.{name} must be a positive integer or None, got {value!r}")
+        if not _positive_int(self.eval_batch_size):
+            raise ValueError(f"UnlearnConfig.eval_batch_size must be a positive integer, got {self.eval_batch_size!r}")
 
     def num_steps(self, n_examples: int) -> int:
         if self.steps is not None:
@@ -119,48 +140,23 @@ class Unlearner:
         model = self.runner  # self.work, or a compiled view sharing its parameters
         device = next(model.parameters()).device
         n = len(forget)
-        total = config.num_steps(n)
         eval_at = config.eval_steps(n)
-        due = set(eval_at)  # O(1) membership: eval_at can hold thousands of steps
-        bs = config.batch_size or n
         opt_kwargs = {**accel.optimizer_kwargs(config.optimizer), **dict(config.optimizer_kwargs)}
         optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, **opt_kwargs)
-        scaler = accel.grad_scaler(device)
-        stream = epoch_stream(forget, bs, self.pad_id, is_encoder_decoder(model), config.seed)
-        if initial is None:
-            with accel.autocast(device, evaluation=True):
-                initial = evaluate(model)
-        results = [initial]
-        model.train()
-        running = torch.zeros((), device=device)
-        for step in tqdm(range(1, total + 1), disable=not progress, desc=f"unlearn {label}", leave=False):
-            batch = next(stream)
-            with accel.autocast(device):
-                loss = example_losses(model, batch).mean()
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                (-loss).backward()  # gradient ascent: maximise the forget set's loss
-                optimizer.step()
-            else:
-                scaler.scale(-loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            running += loss.detach()
-            if cost is not None:
-                cost.add_batch(batch, backward=True)
-            if step in due:
-                if not torch.isfinite(running):
-                    raise UnlearningDiverged(
-                        f"unlearning {label!r}: loss became non-finite by step {step} "
-                        f"(optimizer {config.optimizer}, lr {config.lr}); lower the learning rate or the steps"
-                    )
-                try:
-                    with accel.autocast(device, evaluation=True):
-                        results.append(evaluate(model))
-                except FloatingPointError as err:
-                    raise UnlearningDiverged(f"unlearning {label!r}: evaluation loss not finite at step {step}") from err
-                model.train()
-        model.eval()
+        stream = epoch_stream(forget, config.batch_size or n, self.pad_id, is_encoder_decoder(model), config.seed)
+        count = None if cost is None else (lambda batch: cost.add_batch(batch, backward=True))
+        results = []
+        for step in ascent.loop(model, optimizer, ascent.ascent_objective(model, stream, count), config.num_steps(n),
+                                eval_at, accel=accel, label=f"unlearning {label!r}",
+                                progress=progress):
+            if step == 0 and initial is not None:
+                results.append(initial)
+                continue
+            try:
+                with accel.autocast(device, evaluation=True):
+                    results.append(evaluate(model))
+            except FloatingPointError as err:
+                raise UnlearningDiverged(f"unlearning {label!r}: evaluation loss not finite at step {step}") from err
         return eval_at, np.stack(results)
 
 
@@ -208,7 +204,7 @@ def _unlearn_each(
             unlearner.restore()
             before = _loss_vector(unlearner.runner, evals, cost)  # through the same (compiled?) module as later
         runs = []
-        for name, ds in tqdm(forget_sets.items(), disable=not progress, desc=label):
+        for name, ds in bar(forget_sets.items(), enabled=progress, desc=label):
             steps, losses = unlearner.run(ds, config, lambda m: _loss_vector(m, evals, cost), cost, name, progress, before)
             runs.append(losses - before)  # [n_evals, n_eval]
     return steps, np.stack(runs, axis=1), cost, accel
@@ -247,3 +243,23 @@ def untrac_inv(
     steps, by_test, cost, accel = _unlearn_each(model, test_sets, train_sets, config, pad_id, progress, accel, "UnTrac-Inv")
     trajectory = by_test.transpose(0, 2, 1)  # [n_evals, S, K] -> [n_evals, K, S]
     return Influence("UnTrac-Inv", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, _config(config, accel))
+
+
+# ----------------------------------------------------------------------------- the methods
+
+def _untrac(problem: "Problem", settings: UnlearnConfig) -> Influence:
+    return untrac(problem.model, problem.train_sets, problem.test_sets, settings, problem.pad_id, problem.progress,
+                  problem.accel)
+
+
+def _untrac_inv(problem: "Problem", settings: UnlearnConfig) -> Influence:
+    return untrac_inv(problem.model, problem.train_sets, problem.test_sets, settings, problem.pad_id, problem.progress,
+                      problem.accel)
+
+
+METHODS = (
+    Method("UnTrac", UnlearnConfig(), _untrac, order=10,
+           summary="unlearn each training set by gradient ascent; the rise of each test loss (Eq. 2-3)"),
+    Method("UnTrac-Inv", UnlearnConfig(batch_size=None, epochs=5), _untrac_inv, order=20,
+           summary="unlearn each test set; the rise of each training set's loss (Eq. 4)"),
+)

@@ -11,9 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
-
-from . import cache
+from .. import cache
+from ..progress import bar
 
 
 def grid_cells(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
@@ -33,18 +32,21 @@ def sweep(
     context: Any,
     use_cache: bool = True,
     progress: bool = True,
+    version: int = 1,
 ) -> pd.DataFrame:
     """Run ``fn(**cell)`` over the grid; return a tidy frame with one column per grid axis.
 
     ``fn`` returns a mapping of metrics (one row per cell) or a DataFrame (several rows per cell,
     e.g. a correlation at every evaluation step). ``context`` must identify everything else the
     results depend on (the function's name and version, model keys, data, fixed settings); it is
-    part of every cell's cache key.
+    part of every cell's cache key, with ``fn``'s qualified name and ``version`` (bump it when
+    ``fn``'s output changes: cells are then recomputed).
     """
     frames = []
-    for cell in tqdm(grid_cells(grid), disable=not progress, desc="sweep"):
-        key = cache.fingerprint("sweep", context, cell)
-        result = cache.memoise("sweep", key, lambda: fn(**cell), use_cache=use_cache)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    for cell in bar(grid_cells(grid), enabled=progress, desc="sweep"):
+        key = cache.fingerprint("sweep", name, version, context, cell)
+        result = cache.memoise("sweep", key, lambda: fn(**cell), use_cache=use_cache, producer=name, version=version)
         frame = result.copy() if isinstance(result, pd.DataFrame) else pd.DataFrame([dict(result)])
         for name, value in reversed(list(cell.items())):
             frame.insert(0, name, [value] * len(frame))

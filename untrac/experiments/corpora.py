@@ -21,8 +21,6 @@ keeps one test set's columns of an :class:`Influence`.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,21 +30,24 @@ import pandas as pd
 import torch
 from datasets import Dataset
 from torch import nn
-from tqdm.auto import tqdm
 
-from . import cache, report
-from .data.batching import batches, encode, quiet_maps
-from .data.corpora import CORPUS_NAMES, corpus_seed, different_sizes, pretraining_mixture, sample_rows
-from .data.testsets import load_testset
-from .evaluate import correlation, standardise
-from .experiments import cached_attribute, project_tokenizer
-from .methods import METHODS, Influence, ground_truth
-from .models import build_model, dataset_loss, is_encoder_decoder
-from .presets import CorporaPreset
-from .training import Trained, train
+from .. import cache
+from ..data.batching import encode, quiet_maps
+from ..data.corpora import CORPUS_NAMES, corpus_seed, different_sizes, pretraining_mixture, sample_rows
+from ..data.mirror import mirror_fingerprint
+from ..data.testsets import load_testset
+from ..evaluate import correlation_frame, influence_frame, select_testset, testsets_of
+from ..evaluate import cost_frame as evaluate_cost_frame
+from ..methods import METHODS, Influence
+from ..methods import get as get_method
+from ..models import build_model, evaluation_batches, set_losses
+from ..presets import CorporaPreset
+from ..progress import bar
+from ..training import Trained, fit, leave_dataset_out
+from ..truth import NAME as TRUTH, cached_ground_truth
+from .setup import cached_attribute, method_config, project_tokenizer
 
 SETTINGS = ("equal", "different")
-TRUTH = "Ground truth"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,16 +100,6 @@ def select_tests(tests: Mapping[str, Dataset], testset: str) -> dict[str, Datase
     return out
 
 
-def select_testset(influence: Influence, testset: str) -> Influence:
-    """The columns of ``influence`` that belong to one test set (trajectory included)."""
-    cols = [i for i, name in enumerate(influence.test_names) if name.split("/", 1)[0] == testset]
-    if not cols:
-        raise ValueError(f"{influence.method} has no subsets of test set {testset!r}")
-    traj = None if influence.trajectory is None else influence.trajectory[:, :, cols]
-    return dataclasses.replace(influence, test_names=[influence.test_names[i] for i in cols],
-                               values=influence.values[:, cols], trajectory=traj)
-
-
 def sample_blocks(train_sets: Mapping[str, Dataset], n: int, run: int) -> dict[str, Dataset]:
     """Run ``run``'s sample of ``n`` training blocks per corpus (all of a smaller corpus)."""
     return {name: sample_rows(ds, min(n, len(ds)), seed=corpus_seed(run, name)) for name, ds in train_sets.items()}
@@ -121,23 +112,10 @@ def sample_blocks(train_sets: Mapping[str, Dataset], n: int, run: int) -> dict[s
 
 def train_model(init: nn.Module, train_sets: Mapping[str, Dataset], preset: CorporaPreset, pad_id: int,
                 exclude: str | None = None, variant: str = "fixed", seed: int = 0, progress: bool = True) -> Trained:
-    """theta_0 (``exclude=None``) or theta_{-k}: ``preset.train``, then ``preset.anneal`` if set.
-
-    Both phases are cached :func:`untrac.training.train` calls (the second starts from the first's
-    weights with a fresh optimizer and its own data order); ``seed`` shifts both data-order seeds.
-    The result carries the checkpoints of both phases (TracIn), in training order.
-    """
-    first = train(init, train_sets, dataclasses.replace(preset.train, seed=preset.train.seed + seed), pad_id,
-                  exclude=exclude, variant=variant, progress=progress)
-    if preset.anneal is None:
-        return first
-    second = train(first.model, train_sets, dataclasses.replace(preset.anneal, seed=preset.anneal.seed + seed + 10_000),
-                   pad_id, exclude=exclude, variant=variant, progress=progress)
-    offset = first.log["steps"]
-    log = {"steps": offset + second.log["steps"], "seconds": first.log["seconds"] + second.log["seconds"],
-           "loss": first.log["loss"] + [(s + offset, v) for s, v in second.log["loss"]], "phases": [first.log, second.log]}
-    checkpoints = first.checkpoints + [(s + offset, p) for s, p in second.checkpoints]
-    return Trained(second.model, second.key, second.path, checkpoints, log)
+    """theta_0 (``exclude=None``) or theta_{-k}: ``preset.train``, then ``preset.anneal`` if set
+    (:func:`untrac.training.fit`); ``seed`` shifts both phases' data-order seeds."""
+    return fit(init, train_sets, preset.train, pad_id, anneal=preset.anneal, exclude=exclude, variant=variant, seed=seed,
+               progress=progress)
 
 
 @dataclass
@@ -180,13 +158,6 @@ class CorporaSetting:
         return select_testset(truth, testset)
 
 
-def _cached_truth(base: Trained, counterfactuals: Mapping[str, Trained], tests: Mapping[str, Dataset], pad_id: int,
-                  name: str = TRUTH) -> Influence:
-    key = cache.fingerprint("ground_truth", base.key, {k: t.key for k, t in counterfactuals.items()}, dict(tests), name)
-    return cache.memoise("influence", key, lambda: ground_truth(
-        base.model, {k: t.model for k, t in counterfactuals.items()}, tests, pad_id, name=name))
-
-
 def initial_model(preset: CorporaPreset, tokenizer: Any) -> nn.Module:
     """The random initialisation every model of the experiment starts from (seed 0), on the preset's device."""
     return build_model(preset.model, tokenizer, seed=0).to(resolve_device(preset.device))
@@ -205,7 +176,7 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
     its sweeps: ``s = corpora_setting(preset, "equal")``; ``s.base.model``, ``s.sample(run)``,
     ``s.testset("toxigen")``, ``s.truth_for("toxigen")``.
     """
-    memo = cache.fingerprint(cache.cache_root().as_posix(), os.environ.get("UNTRAC_DATA_DIR"), preset, setting)
+    memo = cache.fingerprint(cache.cache_root().as_posix(), mirror_fingerprint(), preset, setting)
     out = _LOADED.get(memo)
     if out is None:
         tokenizer = project_tokenizer(preset.model, preset.tokenizer)
@@ -213,9 +184,9 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
         train_sets = training_sets(preset, setting, tokenizer)
         tests = test_sets(preset, tokenizer)
         init = initial_model(preset, tokenizer)
-        base = train_model(init, train_sets, preset, pad, progress=progress)
-        counterfactuals = {k: train_model(init, train_sets, preset, pad, exclude=k, progress=progress) for k in train_sets}
-        truth = _cached_truth(base, counterfactuals, tests, pad)
+        base, counterfactuals = leave_dataset_out(init, train_sets, preset.train, pad, anneal=preset.anneal,
+                                                  progress=progress)
+        truth = cached_ground_truth(base, counterfactuals, tests, pad)
         out = _LOADED[memo] = CorporaSetting(preset, setting, tokenizer, train_sets, tests, base, counterfactuals, truth)
     want_classic = classic if classic is not None else (preset.classic and setting == "different")
     if want_classic and out.classic is None:
@@ -223,24 +194,13 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
         train_sets, pad = out.train_sets, out.pad_id
         out.classic = {k: train_model(init, train_sets, preset, pad, exclude=k, variant="classic", progress=progress)
                        for k in train_sets}
-        out.classic_truth = _cached_truth(out.base, out.classic, out.tests, pad, name="Ground truth (classic)")
+        out.classic_truth = cached_ground_truth(out.base, out.classic, out.tests, pad, name="Ground truth (classic)")
     return out
 
 
 # ----------------------------------------------------------------------------------------------
 # Attribution
 # ----------------------------------------------------------------------------------------------
-
-
-def method_settings(preset: CorporaPreset, method: str, run: int) -> dict[str, Any]:
-    """The keyword settings of ``method`` for run ``run`` (unlearning configs seeded by the run)."""
-    if method == "UnTrac":
-        return {"config": dataclasses.replace(preset.untrac, seed=run)}
-    if method == "UnTrac-Inv":
-        return {"config": dataclasses.replace(preset.untrac_inv, seed=run)}
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-    return dict(preset.baselines.get(method, {}), seed=run)
 
 
 def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METHODS,
@@ -250,14 +210,13 @@ def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METH
     The training sets are run ``run``'s sample of blocks (:meth:`CorporaSetting.sample`); every
     method sees the base model theta_0 (TracIn also its checkpoints).
     """
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; choose from {METHODS}")
+    for method in methods:
+        get_method(method)  # a clear error for an unknown name
     sample = setting.sample(run)
     out = {TRUTH: setting.truth}
     for method in methods:
         out[method] = cached_attribute(method, setting.base, sample, setting.tests, setting.pad_id, progress=progress,
-                                       **method_settings(setting.preset, method, run))
+                                       config=method_config(setting.preset, method, run))
     return out
 
 
@@ -268,7 +227,7 @@ def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, 
     for name in settings or preset.settings:
         setting = corpora_setting(preset, name, progress=progress)
         out[name] = [corpora_run(setting, r, methods, progress)
-                     for r in tqdm(range(preset.runs), desc=f"{name} sizes", disable=not progress)]
+                     for r in bar(range(preset.runs), desc=f"{name} sizes", enabled=progress)]
     return out
 
 
@@ -277,50 +236,9 @@ def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, 
 # ----------------------------------------------------------------------------------------------
 
 
-def _testsets_of(influence: Influence) -> list[str]:
-    return list(dict.fromkeys(name.split("/", 1)[0] for name in influence.test_names))
-
-
-def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """Tables 3 and 5: Pearson and Spearman with the truth, averaged over a test set's subsets.
-
-    One row per (setting, test set, run, method).
-    """
-    rows = []
-    for setting, runs in results.items():
-        for r, res in enumerate(runs):
-            truth = res[TRUTH]
-            for testset in _testsets_of(truth):
-                t = select_testset(truth, testset)
-                for method, inf in res.items():
-                    if method == TRUTH:
-                        continue
-                    est = select_testset(inf, testset)
-                    rows.append({"setting": setting, "testset": testset, "run": r, "method": method,
-                                 "pearson": correlation(est, t, "pearson"), "spearman": correlation(est, t, "spearman")})
-    return pd.DataFrame(rows)
-
-
-def influence_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """Per-corpus influence, z-scored over the corpora per test subset, then averaged over subsets.
-
-    One row per (setting, test set, run, method, corpus); ``raw`` is the unstandardised mean.
-    """
-    rows = []
-    for setting, runs in results.items():
-        for r, res in enumerate(runs):
-            for method, inf in res.items():
-                for testset in _testsets_of(inf):
-                    sel = select_testset(inf, testset).values
-                    z, raw = standardise(sel, axis=0).mean(1), sel.mean(1)
-                    rows += [{"setting": setting, "testset": testset, "run": r, "method": method, "corpus": c,
-                              "z": zv, "raw": rv} for c, zv, rv in zip(inf.train_names, z, raw)]
-    return pd.DataFrame(rows)
-
-
 def cost_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """What every method spent per setting and run (:func:`untrac.report.cost_frame`, truth left out)."""
-    return report.cost_frame(results, group="setting", exclude=(TRUTH,))
+    """What every method spent per setting and run (:func:`untrac.evaluate.cost_frame`, truth left out)."""
+    return evaluate_cost_frame(results, group="setting", exclude=(TRUTH,))
 
 
 def cost_accuracy_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
@@ -346,10 +264,15 @@ def ground_truth_variants(setting: CorporaSetting, testset: str = "toxigen") -> 
     return pd.DataFrame(rows)
 
 
-def model_test_losses(model: nn.Module, tests: Mapping[str, Dataset], pad_id: int, batch_size: int = 64) -> np.ndarray:
-    """L(Z'_s, theta) for every test subset (mean per-example loss)."""
-    return np.array([dataset_loss(model, batches(ds, batch_size, pad_id, is_encoder_decoder(model), by_length=True))
-                     for ds in tests.values()])
+@cache.cached("noise_floor", version=2)
+def seed_losses(base: Trained, init: nn.Module, train_sets: Mapping[str, Dataset], tests: Mapping[str, Dataset],
+                preset: CorporaPreset, pad_id: int, progress: bool = True) -> dict[str, np.ndarray]:
+    """Test losses of theta_0 and of theta_0 re-trained with each of ``preset.noise_seeds``."""
+    out = {"base": set_losses(base.model, evaluation_batches(base.model, tests, pad_id))}
+    for seed in preset.noise_seeds:
+        other = train_model(init, train_sets, preset, pad_id, seed=seed, progress=progress)
+        out[f"seed {seed}"] = set_losses(other.model, evaluation_batches(other.model, tests, pad_id))
+    return out
 
 
 def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = True) -> pd.DataFrame:
@@ -367,19 +290,10 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
     """
     s = corpora_setting(preset, setting, classic=False, progress=progress)
     init = initial_model(preset, s.tokenizer)
-    key = cache.fingerprint("noise_floor", s.base.key, dict(s.tests), preset.noise_seeds)
-
-    def losses() -> dict[str, np.ndarray]:
-        out = {"base": model_test_losses(s.base.model, s.tests, s.pad_id)}
-        for seed in preset.noise_seeds:
-            other = train_model(init, s.train_sets, preset, s.pad_id, seed=seed, progress=progress)
-            out[f"seed {seed}"] = model_test_losses(other.model, s.tests, s.pad_id)
-        return out
-
-    loss = cache.memoise("noise_floor", key, losses)
+    loss = seed_losses(s.base, init, s.train_sets, s.tests, preset, s.pad_id, progress=progress)
     change = np.mean([np.abs(loss[f"seed {sd}"] - loss["base"]) for sd in preset.noise_seeds], axis=0) if preset.noise_seeds else np.full(len(s.tests), np.nan)
     rows = []
-    for testset in _testsets_of(s.truth):
+    for testset in testsets_of(s.truth):
         cols = [i for i, n in enumerate(s.truth.test_names) if n.split("/", 1)[0] == testset]
         vals = s.truth.values[:, cols]
         spread = vals.std(axis=0, ddof=1)
@@ -396,7 +310,7 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
 
 def mixture_table(preset: CorporaPreset) -> pd.DataFrame:
     """The mixture: per corpus its stand-in (mirror) and its blocks in both settings."""
-    from .data.corpora import CORPORA
+    from ..data.corpora import CORPORA
 
     equal, different = corpus_blocks(preset, "equal"), corpus_blocks(preset, "different")
     return pd.DataFrame([{"corpus": name, "mirror stand-in": CORPORA[name].stand_in, "equal": equal[name],
@@ -444,6 +358,6 @@ def training_summary(preset: CorporaPreset, progress: bool = False) -> pd.DataFr
 __all__ = [
     "SETTINGS", "TRUTH", "CorporaSetting", "corpora_experiment", "corpora_run", "corpora_setting", "corpus_blocks",
     "correlation_frame", "cost_accuracy_frame", "cost_frame", "ground_truth_variants", "influence_frame",
-    "initial_model", "method_settings", "mixture_table", "run_record", "model_test_losses", "noise_floor", "resolve_device", "sample_blocks",
+    "initial_model", "mixture_table", "run_record", "seed_losses", "noise_floor", "resolve_device", "sample_blocks",
     "select_tests", "select_testset", "test_sets", "train_model", "training_sets", "training_summary",
 ]

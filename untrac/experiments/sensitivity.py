@@ -15,12 +15,12 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .evaluate import correlation
-from .experiments import cached_attribute
-from .experiments_corpora import CorporaSetting
-from .methods.result import Influence
-from .methods.untrac import UnlearnConfig
-from .presets import SensitivityPreset
+from ..evaluate import correlation
+from .setup import cached_attribute
+from .corpora import CorporaSetting
+from ..methods.result import Influence
+from ..methods.untrac import UnlearnConfig
+from ..presets import SensitivityPreset
 from .sweep import sweep
 
 METHODS = ("UnTrac", "UnTrac-Inv")
@@ -47,13 +47,13 @@ def base_config(setting: CorporaSetting, method: str) -> UnlearnConfig:
     return setting.preset.untrac if method == "UnTrac" else setting.preset.untrac_inv
 
 
-CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (cached cells are then recomputed)
+CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (the sweeps' cells are then recomputed)
 
 
 def _context(table: str, setting: CorporaSetting, preset: SensitivityPreset) -> tuple:
     """What a grid's cells depend on besides the cell itself: the base model (and so the data and
     the truth), both methods' preset configs and the grid preset. Part of every cell's cache key."""
-    return (table, CURVE_VERSION, setting.base.key, setting.preset.untrac, setting.preset.untrac_inv, preset)
+    return (table, setting.base, setting.preset.untrac, setting.preset.untrac_inv, preset)
 
 
 def spread(influence: Influence) -> float:
@@ -95,7 +95,7 @@ def epoch_curves(setting: CorporaSetting, preset: SensitivityPreset, methods: Se
         return curve(setting, method, cfg, run, preset.testset)
 
     grid = {"method": list(methods), "batch_size": list(preset.batch_sizes), "run": list(range(preset.runs))}
-    frame = sweep(cell, grid, context=_context("figure3", setting, preset), progress=progress)
+    frame = sweep(cell, grid, context=_context("figure3", setting, preset), progress=progress, version=CURVE_VERSION)
     frame["batch"] = [str(b) if b is not None else "whole set" for b in frame["batch_size"]]
     return frame
 
@@ -109,7 +109,7 @@ def optimizer_table(setting: CorporaSetting, preset: SensitivityPreset, methods:
         return curve(setting, method, cfg, run, preset.testset).tail(1)
 
     grid = {"method": list(methods), "optimizer": list(preset.optimizers), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=_context("table4-optimizer", setting, preset), progress=progress)
+    return sweep(cell, grid, context=_context("table4-optimizer", setting, preset), progress=progress, version=CURVE_VERSION)
 
 
 def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, methods: Sequence[str] = METHODS,
@@ -126,4 +126,4 @@ def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, meth
         return curve(setting, method, cfg, run, preset.testset).tail(1).assign(lr=cfg.lr)
 
     grid = {"method": list(methods), "paper_lr": list(preset.learning_rates), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=_context("table4-lr", setting, preset), progress=progress)
+    return sweep(cell, grid, context=_context("table4-lr", setting, preset), progress=progress, version=CURVE_VERSION)

@@ -1,0 +1,127 @@
+"""Section 5.1 as cached functions: the synthetic task families (notebook 01).
+
+Run ``r`` draws its data with seed ``r`` and fine-tunes with seed ``r`` from the shared pretrained
+base model (:mod:`untrac.experiments.setup`); every model and result is cached.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from datasets import Dataset
+from torch import nn
+
+from ..data.batching import encode
+from ..data.synthetic import FAMILIES, synthetic_task
+from ..methods import Influence
+from ..methods import get as get_method
+from ..models import dataset_loss, eval_batches, is_encoder_decoder
+from ..presets import SyntheticPreset
+from ..progress import bar
+from ..training import leave_dataset_out, train
+from ..truth import NAME as TRUTH, cached_ground_truth
+from .setup import cached_attribute, method_config, pretrained_base, project_tokenizer, with_seed as _with_seed
+
+
+Family = Callable[[int, int], Mapping[str, Dataset]]
+"""A task family: ``make(n, seed) -> {"test": ..., "<training set>": ..., ...}`` of text datasets
+with ``prompt`` and ``target`` columns (targets start with a space, as :func:`synthetic_task`'s)."""
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, make: Family) -> None:
+    """Make a task family of your own available to the synthetic experiment by ``name`` (an
+    explicit call; the package's families ``"A"`` and ``"B"`` need none)."""
+    if not callable(make):
+        raise TypeError(f"family {name!r}: make must be a function (n, seed) -> dict of datasets")
+    if name in FAMILIES:
+        raise ValueError(f"family {name!r} is one of the package's {FAMILIES}; pick another name")
+    _FAMILIES[name] = make
+
+
+def family_sets(family: str, n: int, seed: int) -> dict[str, Dataset]:
+    """The text sets of a family (a registered one, or the package's ``"A"`` / ``"B"``)."""
+    if family not in _FAMILIES:
+        return synthetic_task(family, n, seed=seed)
+    sets = dict(_FAMILIES[family](n, seed))
+    if "test" not in sets or len(sets) < 3:
+        raise ValueError(f"family {family!r} must return a 'test' set and at least two training sets, got {sorted(sets)}")
+    return sets
+
+
+def synthetic_data(preset: SyntheticPreset, family: str, run: int, tokenizer: Any, model: nn.Module) -> tuple[dict[str, Dataset], dict[str, Dataset], dict[str, Dataset]]:
+    """(raw text sets, encoded training sets, encoded test sets) of one run (data seed = run)."""
+    raw = family_sets(family, preset.n_examples, run)
+    enc = {k: encode(v, tokenizer, is_encoder_decoder(model), preset.max_length) for k, v in raw.items()}
+    return raw, {k: v for k, v in enc.items() if k != "test"}, {"test": enc["test"]}
+
+
+def synthetic_run(
+    preset: SyntheticPreset,
+    family: str,
+    run: int,
+    tokenizer: Any,
+    base: nn.Module,
+    methods: Sequence[str] = ("UnTrac", "UnTrac-Inv"),
+    progress: bool = True,
+) -> dict[str, Influence]:
+    """One run of Sec. 5.1: fine-tune, leave-dataset-out truth, and the requested methods.
+
+    Run ``r`` draws its data with seed ``r`` and trains with seed ``r``. Returns
+    ``{"Ground truth": ..., method: ...}``.
+    """
+    for method in methods:
+        get_method(method)  # a clear error for an unknown name, before any training
+    _, train_sets, test_sets = synthetic_data(preset, family, run, tokenizer, base)
+    pad = tokenizer.pad_token_id
+    trained, counterfactuals = leave_dataset_out(base, train_sets, _with_seed(preset.train, run), pad, progress=progress)
+    out = {TRUTH: cached_ground_truth(trained, counterfactuals, test_sets, pad)}
+    for method in methods:
+        out[method] = cached_attribute(method, trained, train_sets, test_sets, pad, progress=progress,
+                                       config=method_config(preset, method, run))
+    return out
+
+
+def synthetic_setup(preset: SyntheticPreset, progress: bool = True) -> tuple[Any, nn.Module]:
+    """The tokenizer and the model fine-tuning starts from (both cached on disk)."""
+    tokenizer = project_tokenizer(preset.model, preset.tokenizer)
+    return tokenizer, pretrained_base(preset.model, preset.pretrain, tokenizer, progress)
+
+
+def synthetic_experiment(preset: SyntheticPreset, methods: Sequence[str] = ("UnTrac", "UnTrac-Inv"),
+                         progress: bool = True) -> dict[str, list[dict[str, Influence]]]:
+    """All runs of both families: ``{family: [run results]}`` (tokenizer and base model shared)."""
+    tokenizer, base = synthetic_setup(preset, progress)
+    return {
+        family: [synthetic_run(preset, family, r, tokenizer, base, methods, progress)
+                 for r in bar(range(preset.runs), desc=f"family {family}", enabled=progress)]
+        for family in preset.families
+    }
+
+
+def synthetic_noise_floor(preset: SyntheticPreset, seeds: Sequence[int] = (0, 1, 2), progress: bool = True) -> pd.DataFrame:
+    """Is the ground truth above the noise? Per family, on run 0's data:
+
+    ``seed_std`` — std of the test loss of theta_0 re-trained with other data-order seeds;
+    ``truth_std`` — std across the K training sets of the leave-dataset-out influence (seed 0).
+    The truth is informative when ``truth_std`` clearly exceeds ``seed_std``.
+    """
+    tokenizer, base = synthetic_setup(preset, progress)
+    pad = tokenizer.pad_token_id
+    rows = []
+    for family in preset.families:
+        _, train_sets, test_sets = synthetic_data(preset, family, 0, tokenizer, base)
+        losses = [dataset_loss(train(base, train_sets, _with_seed(preset.train, s), pad, progress=progress).model,
+                               eval_batches(test_sets["test"], tokenizer, base)) for s in seeds]
+        trained, cfs = leave_dataset_out(base, train_sets, _with_seed(preset.train, 0), pad, progress=progress)
+        truth = cached_ground_truth(trained, cfs, test_sets, pad).values[:, 0]
+        rows.append({"family": family, "seeds": len(seeds), "test_loss_mean": float(np.mean(losses)),
+                     "seed_std": float(np.std(losses, ddof=1)), "truth_std": float(np.std(truth, ddof=1)),
+                     "truth_min": float(truth.min()), "truth_max": float(truth.max())})
+    return pd.DataFrame(rows)
+
+
+__all__ = ["Family", "family_sets", "register_family", "synthetic_data", "synthetic_run", "synthetic_experiment", "synthetic_setup", "synthetic_noise_floor"]

@@ -1,0 +1,42 @@
+"""The leave-dataset-out ground truth (paper Eq. 1): how much each test loss rises without Z_k.
+
+``I(Z', Z_k) = L(Z', theta_{-k}) - L(Z', theta_0)``, from the models of
+:func:`untrac.training.leave_dataset_out`. :func:`cached_ground_truth` stores it beside the
+models' cache entries, keyed by them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from datasets import Dataset
+from torch import nn
+
+from . import cache
+from .methods.result import Influence
+from .models import evaluation_batches, set_losses
+from .training import Trained
+
+NAME = "Ground truth"
+
+
+def ground_truth(
+    base: nn.Module,
+    counterfactuals: Mapping[str, nn.Module],
+    test_sets: Mapping[str, Dataset],
+    pad_id: int,
+    batch_size: int = 64,
+    name: str = NAME,
+) -> Influence:
+    """Leave-dataset-out influence (Eq. 1): L(Z', theta_{-k}) - L(Z', theta_0) for every k and Z'."""
+    tests = evaluation_batches(base, test_sets, pad_id, batch_size)
+    before = set_losses(base, tests)
+    values = np.stack([set_losses(m, tests) for m in counterfactuals.values()]) - before
+    return Influence(name, list(counterfactuals), list(test_sets), values)
+
+
+@cache.cached("influence", version=1)
+def cached_ground_truth(base: Trained, counterfactuals: Mapping[str, Trained], test_sets: Mapping[str, Dataset],
+                        pad_id: int, name: str = NAME) -> Influence:
+    """:func:`ground_truth` of trained models, cached under their keys and the test sets' content."""
+    return ground_truth(base.model, {k: t.model for k, t in counterfactuals.items()}, test_sets, pad_id, name=name)
