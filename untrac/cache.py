@@ -123,7 +123,11 @@ def _canonical(obj: Any) -> Any:
     if hasattr(obj, "__fingerprint__") and not isinstance(obj, type):
         return {"__fp__": obj.__fingerprint__()}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {"__type__": type(obj).__name__, **{f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+        # a field marked metadata={"fingerprint": "omit-default"} enters the key only when it is set:
+        # adding such a field to a settings class keeps the keys of every existing result
+        return {"__type__": type(obj).__name__, **{
+            f.name: _canonical(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+            if not (f.metadata.get("fingerprint") == "omit-default" and getattr(obj, f.name) == f.default)}}
     if hasattr(obj, "_fingerprint") and hasattr(obj, "column_names"):  # datasets.Dataset
         return {"__dataset__": dataset_digest(obj)}
     if isinstance(obj, torch.nn.Module):

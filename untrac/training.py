@@ -33,6 +33,7 @@ from . import cache, checks
 from .accel import Accel, resolve
 from .data.batching import check_nonempty, epoch_stream
 from .models import batch_loss, check_token_ids, is_encoder_decoder
+from .parallel import Call, prefetch
 from .progress import bar
 
 VERSION = 2  # bump when the loop's arithmetic changes: trained models are then retrained
@@ -170,6 +171,22 @@ def _resume_point(partial: Path, config: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
+def train_key(init: nn.Module, train_sets: Mapping[str, Dataset], config: TrainConfig, exclude: str | None = None,
+              variant: str = "fixed", accel: Accel | None = None) -> tuple[str, int]:
+    """The cache key of a :func:`train` call and its number of steps."""
+    kept = {k: v for k, v in train_sets.items() if k != exclude}
+    total = sum(len(ds) for ds in train_sets.values())
+    steps = config.steps if variant == "fixed" or exclude is None else max(1, round(config.steps * sum(map(len, kept.values())) / total))
+    accel = resolve(accel)
+    return cache.fingerprint("train", VERSION, init, kept, config, steps, *(() if accel.is_plain else (accel,))), steps
+
+
+def is_trained(init: nn.Module, train_sets: Mapping[str, Dataset], config: TrainConfig, exclude: str | None = None,
+               variant: str = "fixed") -> bool:
+    """Whether :func:`train` would load this model from the cache."""
+    return cache.is_complete(cache.entry("models", train_key(init, train_sets, config, exclude, variant)[0]))
+
+
 def train(
     init: nn.Module,
     train_sets: Mapping[str, Dataset],
@@ -195,11 +212,8 @@ def train(
         raise ValueError(f"variant must be 'fixed' or 'classic', not {variant!r}")
     data = mixture(train_sets, exclude)
     check_token_ids(init, train_sets)
-    total = sum(len(ds) for ds in train_sets.values())
-    steps = config.steps if variant == "fixed" or exclude is None else max(1, round(config.steps * len(data) / total))
     accel = resolve(accel)
-    kept = {k: v for k, v in train_sets.items() if k != exclude}
-    key = cache.fingerprint("train", VERSION, init, kept, config, steps, *(() if accel.is_plain else (accel,)))
+    key, steps = train_key(init, train_sets, config, exclude, variant, accel)
     where = cache.entry("models", key)
     model = copy.deepcopy(init)
 
@@ -330,9 +344,13 @@ def leave_dataset_out(
     *,
     anneal: TrainConfig | None = None,
     seed: int = 0,
+    executor: Any = None,
 ) -> tuple[Trained, dict[str, Trained]]:
     """theta_0 and every theta_{-k} (Eq. 1): the base model and one counterfactual per dataset,
-    each trained by :func:`fit` with the same schedule and seed."""
+    each trained by :func:`fit` with the same schedule and seed. The K + 1 trainings are
+    independent: they run in parallel worker processes (:func:`untrac.parallel.prefetch`)."""
+    prefetch(leave_dataset_out_calls(init, train_sets, config, pad_id, variant, anneal=anneal, seed=seed),
+             executor, progress=progress, desc="leave-one-out models")
     base = fit(init, train_sets, config, pad_id, anneal=anneal, seed=seed, progress=progress)
     counterfactuals = {
         name: fit(init, train_sets, config, pad_id, anneal=anneal, exclude=name, variant=variant, seed=seed,
@@ -340,3 +358,12 @@ def leave_dataset_out(
         for name in train_sets
     }
     return base, counterfactuals
+
+
+def leave_dataset_out_calls(init: nn.Module, train_sets: Mapping[str, Dataset], config: TrainConfig, pad_id: int,
+                            variant: str = "fixed", *, anneal: TrainConfig | None = None, seed: int = 0) -> list[Call]:
+    """The K + 1 independent :func:`fit` calls of :func:`leave_dataset_out`, for :func:`~untrac.parallel.prefetch`."""
+    common = {"anneal": anneal, "seed": seed, "progress": False}
+    first = replace(config, seed=config.seed + seed)
+    return [(fit, (init, train_sets, config, pad_id), {**common, "exclude": name, "variant": variant})
+            for name in (None, *train_sets) if not is_trained(init, train_sets, first, name, variant)]

@@ -43,9 +43,10 @@ from ..methods import get as get_method
 from ..models import build_model, evaluation_batches, set_losses
 from ..presets import CorporaPreset
 from ..progress import bar
-from ..training import Trained, fit, leave_dataset_out
+from ..parallel import prefetch
+from ..training import Trained, fit, leave_dataset_out, leave_dataset_out_calls
 from ..truth import NAME as TRUTH, cached_ground_truth
-from .setup import cached_attribute, method_config, project_tokenizer
+from .setup import attribution_call, cached_attribute, method_config, project_tokenizer
 
 SETTINGS = ("equal", "different")
 
@@ -192,6 +193,8 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
     if want_classic and out.classic is None:
         init = initial_model(preset, out.tokenizer)
         train_sets, pad = out.train_sets, out.pad_id
+        calls = leave_dataset_out_calls(init, train_sets, preset.train, pad, "classic", anneal=preset.anneal)
+        prefetch([c for c in calls if c[2]["exclude"] is not None], progress=progress, desc="classic models")
         out.classic = {k: train_model(init, train_sets, preset, pad, exclude=k, variant="classic", progress=progress)
                        for k in train_sets}
         out.classic_truth = cached_ground_truth(out.base, out.classic, out.tests, pad, name="Ground truth (classic)")
@@ -222,10 +225,15 @@ def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METH
 
 def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, progress: bool = True,
                        settings: Sequence[str] | None = None) -> dict[str, list[dict[str, Influence]]]:
-    """Every setting and run: ``{setting: [run results]}`` (see :func:`corpora_run`)."""
+    """Every setting and run: ``{setting: [run results]}`` (see :func:`corpora_run`); the
+    attributions of all runs are computed in parallel worker processes first."""
     out = {}
     for name in settings or preset.settings:
         setting = corpora_setting(preset, name, progress=progress)
+        calls = [c for r in range(preset.runs) for m in methods
+                 for c in attribution_call(m, setting.base, setting.sample(r), setting.tests, setting.pad_id,
+                                           method_config(preset, m, r))]
+        prefetch(calls, progress=progress, desc=f"{name} sizes: attributions")
         out[name] = [corpora_run(setting, r, methods, progress)
                      for r in bar(range(preset.runs), desc=f"{name} sizes", enabled=progress)]
     return out

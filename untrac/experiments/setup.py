@@ -17,9 +17,10 @@ from torch import nn
 
 from .. import cache
 from ..data.batching import encode
-from ..methods import Influence, attribute
+from ..methods import METHODS, Influence, attribute
 from ..methods import get as get_method
 from ..models import ModelSpec, build_model, build_tokenizer
+from ..parallel import Call
 from ..presets import PretrainConfig, TokenizerConfig
 from ..training import Trained, train
 
@@ -79,14 +80,30 @@ def pretrained_base(spec: ModelSpec, pretrain: PretrainConfig | None, tokenizer:
     return model.eval()
 
 
+def _attribution(method: str, trained: Trained, train_sets: Mapping[str, Dataset], test_sets: Mapping[str, Dataset],
+                 config: Any = None, **settings: Any) -> tuple[Any, Any, str]:
+    chosen = get_method(method)
+    resolved = chosen.settings_from(config, **settings)
+    return chosen, resolved, cache.fingerprint("attribute", chosen.name, chosen.version, trained, train_sets, test_sets, resolved)
+
+
+def attribution_call(method: str, trained: Trained, train_sets: Mapping[str, Dataset], test_sets: Mapping[str, Dataset],
+                     pad_id: int, config: Any = None) -> list[Call]:
+    """The :func:`cached_attribute` call for :func:`untrac.parallel.prefetch` (none if it is cached,
+    or if the method was registered in this process only: worker processes do not know it)."""
+    if method not in METHODS:
+        return []
+    if cache.is_complete(cache.entry("influence", _attribution(method, trained, train_sets, test_sets, config)[2])):
+        return []
+    return [(cached_attribute, (method, trained, train_sets, test_sets, pad_id), {"progress": False, "config": config})]
+
+
 def cached_attribute(method: str, trained: Trained, train_sets: Mapping[str, Dataset], test_sets: Mapping[str, Dataset],
                      pad_id: int, progress: bool = True, config: Any = None, **settings: Any) -> Influence:
     """:func:`untrac.attribute` on a trained model, cached under the model, the sets' content, the
     method (name and version) and its typed settings; what the method needs (checkpoints) is
     taken from ``trained``."""
-    chosen = get_method(method)
-    resolved = chosen.settings_from(config, **settings)
-    key = cache.fingerprint("attribute", chosen.name, chosen.version, trained, train_sets, test_sets, resolved)
+    chosen, resolved, key = _attribution(method, trained, train_sets, test_sets, config, **settings)
 
     def compute() -> Influence:
         checkpoints = trained.checkpoint_states() if "checkpoints" in chosen.needs else None
@@ -118,4 +135,4 @@ def with_seed(config: Any, seed: int) -> Any:
     return replace(config, seed=seed)
 
 
-__all__ = ["corpus_texts", "project_tokenizer", "pretrained_base", "cached_attribute", "method_config", "with_seed"]
+__all__ = ["attribution_call", "corpus_texts", "project_tokenizer", "pretrained_base", "cached_attribute", "method_config", "with_seed"]

@@ -20,9 +20,10 @@ from ..methods import get as get_method
 from ..models import dataset_loss, eval_batches, is_encoder_decoder
 from ..presets import SyntheticPreset
 from ..progress import bar
-from ..training import leave_dataset_out, train
+from ..parallel import prefetch
+from ..training import is_trained, leave_dataset_out, leave_dataset_out_calls, train
 from ..truth import NAME as TRUTH, cached_ground_truth
-from .setup import cached_attribute, method_config, pretrained_base, project_tokenizer, with_seed as _with_seed
+from .setup import attribution_call, cached_attribute, method_config, pretrained_base, project_tokenizer, with_seed as _with_seed
 
 
 Family = Callable[[int, int], Mapping[str, Dataset]]
@@ -92,9 +93,23 @@ def synthetic_setup(preset: SyntheticPreset, progress: bool = True) -> tuple[Any
 
 
 def synthetic_experiment(preset: SyntheticPreset, methods: Sequence[str] = ("UnTrac", "UnTrac-Inv"),
-                         progress: bool = True) -> dict[str, list[dict[str, Influence]]]:
-    """All runs of both families: ``{family: [run results]}`` (tokenizer and base model shared)."""
+                         progress: bool = True, executor: Any = None) -> dict[str, list[dict[str, Influence]]]:
+    """All runs of both families: ``{family: [run results]}`` (tokenizer and base model shared).
+
+    Every model of every run, then every attribution, is computed in parallel worker processes
+    first (:func:`untrac.parallel.prefetch`; ``executor``: any ``concurrent.futures`` executor);
+    the runs then load them from the cache.
+    """
     tokenizer, base = synthetic_setup(preset, progress)
+    pad = tokenizer.pad_token_id
+    data = {(f, r): synthetic_data(preset, f, r, tokenizer, base)[1:] for f in preset.families for r in range(preset.runs)}
+    prefetch([c for (f, r), (tr, _) in data.items() for c in leave_dataset_out_calls(base, tr, _with_seed(preset.train, r), pad)],
+             executor, progress=progress, desc="models")
+    calls = []
+    for (f, r), (tr, te) in data.items():
+        trained, _ = leave_dataset_out(base, tr, _with_seed(preset.train, r), pad, progress=False)
+        calls += [c for m in methods for c in attribution_call(m, trained, tr, te, pad, method_config(preset, m, r))]
+    prefetch(calls, executor, progress=progress, desc="attributions")
     return {
         family: [synthetic_run(preset, family, r, tokenizer, base, methods, progress)
                  for r in bar(range(preset.runs), desc=f"family {family}", enabled=progress)]
@@ -111,6 +126,11 @@ def synthetic_noise_floor(preset: SyntheticPreset, seeds: Sequence[int] = (0, 1,
     """
     tokenizer, base = synthetic_setup(preset, progress)
     pad = tokenizer.pad_token_id
+    data = {f: synthetic_data(preset, f, 0, tokenizer, base)[1] for f in preset.families}
+    prefetch([(train, (base, data[f], _with_seed(preset.train, s), pad), {"progress": False})
+              for f in preset.families for s in seeds if not is_trained(base, data[f], _with_seed(preset.train, s))]
+             + [c for f in preset.families for c in leave_dataset_out_calls(base, data[f], _with_seed(preset.train, 0), pad)],
+             progress=progress, desc="noise-floor models")
     rows = []
     for family in preset.families:
         _, train_sets, test_sets = synthetic_data(preset, family, 0, tokenizer, base)

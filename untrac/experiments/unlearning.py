@@ -21,7 +21,8 @@ from .. import cache
 from ..evaluate import correlation
 from ..methods.result import Influence
 from ..presets import UnlearningPreset
-from ..training import Trained, leave_dataset_out, mixture, train
+from ..parallel import prefetch
+from ..training import Trained, leave_dataset_out, leave_dataset_out_calls, mixture, train
 from ..unlearn import klom
 from ..unlearn.algorithms import (
     ALGORITHMS, MATCHING, DeletionConfig, MatchTargets, compute_fraction, matched_examples, matched_values,
@@ -110,6 +111,13 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
     train_sets, test_sets = dict(train_sets), dict(test_sets)
     originals: dict[int, Trained] = {}
     oracles: dict[int, dict[str, Trained]] = {}
+    subsets = [(i, subset) for i, subset in enumerate(subsets_of_sizes(list(train_sets), preset.datamodel_sizes))
+               if len(subset) != len(train_sets)]
+    # every model of the population is independent of the others: train them in parallel workers first
+    calls = [c for s in preset.seeds for c in leave_dataset_out_calls(base, train_sets, replace(syn.train, seed=s), pad_id)]
+    calls += [(train, (base, {k: train_sets[k] for k in subset}, replace(syn.train, seed=preset.datamodel_seed + i), pad_id),
+               {"progress": False}) for i, subset in subsets if 0 < len(subset) < len(train_sets) - 1]
+    prefetch(calls, progress=progress, desc=f"population {family}")
     # seed ``run`` last: notebook 01 trains it first, so a concurrent notebook 01 has usually cached it by then
     for s in bar(sorted(preset.seeds, key=lambda x: x == preset.run), desc=f"originals and oracles {family}",
                   enabled=progress):

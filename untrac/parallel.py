@@ -1,0 +1,134 @@
+"""Independent work on every core, through the standard executor interface.
+
+The experiments are written as plain sequential code over cached functions (``train``, ``fit``,
+``cached_attribute``, sweep cells). :func:`prefetch` first runs a batch of such calls in worker
+processes, each of which stores its result in the shared content-keyed cache; the sequential code
+that follows then finds every entry there. Results are therefore the ones a sequential run gives,
+bit for bit on CPU: every worker runs one intra-op thread, as the Makefile's ``OMP_NUM_THREADS=1``
+does. The cache's entry locks stop two processes from computing one entry twice.
+
+Any :class:`concurrent.futures.Executor` can stand in for the local pool (a distributed engine's,
+for example): pass it as ``executor=``. The default pool has ``UNTRAC_WORKERS`` workers (default:
+the number of cores); ``UNTRAC_WORKERS=1`` runs everything in this process.
+"""
+from __future__ import annotations
+
+import atexit
+import concurrent.futures as cf
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+ENV_VAR = "UNTRAC_WORKERS"
+
+Call = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
+"""``(function, args, kwargs)``: one unit of independent work (a picklable, module-level function)."""
+
+
+def worker_count() -> int:
+    """``UNTRAC_WORKERS``, or the number of cores this process may use."""
+    value = os.environ.get(ENV_VAR)
+    if value:
+        try:
+            n = int(value)
+        except ValueError as err:
+            raise ValueError(f"{ENV_VAR} must be a positive integer, not {value!r}") from err
+        if n < 1:
+            raise ValueError(f"{ENV_VAR} must be a positive integer, not {value!r}")
+        return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class InlineExecutor(cf.Executor):
+    """An executor that runs each call at once in this process (one worker, or nothing to split)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        future: cf.Future = cf.Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001  (delivered through the future, as a pool would)
+            future.set_exception(err)
+        return future
+
+
+def _discard(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Run one call in a worker for its cached side effect; nothing travels back but errors."""
+    fn(*args, **kwargs)
+
+
+def _init_worker(threads: int, env: dict[str, str]) -> None:
+    os.environ.update(env)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def local_pool(workers: int | None = None) -> cf.Executor:
+    """A process pool of ``workers`` (default :func:`worker_count`) one-thread workers, or an
+    :class:`InlineExecutor` for one worker."""
+    n = worker_count() if workers is None else workers
+    if n <= 1:
+        return InlineExecutor()
+    keep = {k: v for k, v in os.environ.items() if k.startswith(("UNTRAC_", "HF_", "OMP_"))}
+    keep["UNTRAC_PROGRESS"] = "0"  # workers draw no bars; the caller's bar counts finished calls
+    keep[ENV_VAR] = "1"  # a worker's own prefetches run inline: no pools inside pools
+    return cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_init_worker, initargs=(1, keep))
+
+
+_SHARED: dict[int, cf.Executor] = {}
+
+
+def shared_pool() -> cf.Executor:
+    """This process's pool of :func:`worker_count` workers, started once and reused (the workers'
+    start-up — importing torch — is paid once per process); shut down at exit."""
+    n = worker_count()
+    if n not in _SHARED:
+        for old in _SHARED.values():
+            old.shutdown(wait=False, cancel_futures=True)
+        _SHARED.clear()
+        _SHARED[n] = local_pool(n)
+        if not _SHARED_EXIT:
+            atexit.register(_shutdown_shared)
+            _SHARED_EXIT.append(True)
+    return _SHARED[n]
+
+
+_SHARED_EXIT: list[bool] = []
+
+
+def _shutdown_shared() -> None:
+    for pool in _SHARED.values():
+        pool.shutdown(wait=False, cancel_futures=True)
+    _SHARED.clear()
+
+
+def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, progress: bool = True,
+             desc: str = "in parallel") -> int:
+    """Run ``calls`` on ``executor`` (default: :func:`shared_pool`) so that their results are in
+    the cache; return how many ran. The first error is raised once every call has ended.
+
+    With one worker (or fewer than two calls) nothing is prefetched: the sequential code that
+    follows computes it all, exactly as it would have.
+    """
+    from .progress import bar
+
+    calls = list(calls)
+    if executor is None and (len(calls) <= 1 or worker_count() <= 1):
+        return 0
+    pool = shared_pool() if executor is None else executor
+    futures = [pool.submit(_discard, fn, tuple(args), dict(kwargs)) for fn, args, kwargs in calls]
+    errors = []
+    for future in bar(cf.as_completed(futures), enabled=progress, total=len(futures), desc=desc):
+        if future.exception() is not None:
+            errors.append(future.exception())
+    if errors:
+        raise errors[0]
+    return len(calls)
+
+
+__all__ = ["ENV_VAR", "Call", "InlineExecutor", "local_pool", "prefetch", "shared_pool", "worker_count"]
