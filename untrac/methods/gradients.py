@@ -20,6 +20,10 @@ Conventions shared with :mod:`untrac.methods.hif` and the rest of the package:
 Note that the paper writes Eq. (7)-(8) with *sums* over examples; with mean losses the scores differ
 by the factor ``N_k * N'_s``, which is irrelevant when the training sets have equal sizes (as in the
 paper's experiments) and for the normalised variants.
+
+With ``per_example=True`` the methods also score every training example (``Influence.example_values``,
+:mod:`.per_example`): GradDot ``<g_i, g_s>`` with example i's own loss gradient (the set's GradDot is
+the mean of its examples'), GradCos the cosine, TracIn the cosines summed over the checkpoints.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -249,16 +253,7 @@ def tracin(
         raise ValueError(f"{len(learning_rates)} learning rates for {len(checkpoints)} checkpoints")
     if not checkpoints:
         raise ValueError("no checkpoints")
-    work = copy.deepcopy(model)
-    if params is None:
-        work_params: list[torch.Tensor] | None = None
-    else:
-        names = {id(p): name for name, p in model.named_parameters()}
-        missing = [i for i, p in enumerate(params) if id(p) not in names]
-        if missing:
-            raise ValueError(f"params at positions {missing} are not parameters of `model`")
-        copied = dict(work.named_parameters())
-        work_params = [copied[names[id(p)]] for p in params]
+    work, work_params = _work_copy(model, params)
 
     total = np.zeros((len(train_sets), len(test_sets)), dtype=np.float64)
     for t, checkpoint in enumerate(_progress(checkpoints, progress, desc="checkpoints")):
@@ -272,17 +267,34 @@ def tracin(
     return total
 
 
+def _work_copy(model: nn.Module, params: Sequence[torch.Tensor] | None) -> tuple[nn.Module, list[torch.Tensor] | None]:
+    """A deep copy of ``model`` to load checkpoints into, and ``params`` (of ``model``) mapped onto it by name."""
+    work = copy.deepcopy(model)
+    if params is None:
+        return work, None
+    names = {id(p): name for name, p in model.named_parameters()}
+    missing = [i for i, p in enumerate(params) if id(p) not in names]
+    if missing:
+        raise ValueError(f"params at positions {missing} are not parameters of `model`")
+    copied = dict(work.named_parameters())
+    return work, [copied[names[id(p)]] for p in params]
+
+
 # ----------------------------------------------------------------------------- the methods
 
 @dataclass(frozen=True)
 class GradientSettings:
-    """GradDot / GradCos: gradients of the mean loss of each whole set, ``batch_size`` examples a pass."""
+    """GradDot / GradCos: gradients of the mean loss of each whole set, ``batch_size`` examples a pass;
+    ``per_example``: also score every training example (one backward pass per example)."""
 
     batch_size: int = GRADIENT_BATCH
+    per_example: bool = field(default=False, kw_only=True, metadata={"fingerprint": "omit-default"})
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ValueError(f"{type(self).__name__}.batch_size must be an int >= 1, not {self.batch_size!r}")
+        if not isinstance(self.per_example, bool):
+            raise ValueError(f"{type(self).__name__}.per_example must be True or False, not {self.per_example!r}")
 
 
 @dataclass(frozen=True)
@@ -302,7 +314,13 @@ def _similarity(name: str) -> Callable[[Problem, GradientSettings], Influence]:
             g_train = dataset_gradients(problem.model, losses, trains)
             g_test = dataset_gradients(problem.model, losses, tests)
             values = (grad_dot if name == "GradDot" else grad_cos)(g_train, g_test)
-        return problem.influence(name, values, cost, settings)
+            if settings.per_example:
+                from .per_example import example_batches, example_scores
+
+                examples = example_scores(problem.model, losses, example_batches(problem.model, problem.train_sets,
+                                          problem.pad_id), g_test, normalize=name == "GradCos", progress=problem.progress)
+        result = problem.influence(name, values, cost, settings)
+        return replace(result, example_values=examples) if settings.per_example else result
 
     return compute
 
@@ -311,9 +329,18 @@ def _tracin(problem: Problem, settings: TracInSettings) -> Influence:
     cost = Cost()
     with measure(cost, next(problem.model.parameters()).device):
         trains, tests = problem.batched(settings.batch_size)
-        values = tracin(problem.checkpoints, problem.model, problem.counted_losses(cost), trains, tests,
+        losses = problem.counted_losses(cost)
+        values = tracin(problem.checkpoints, problem.model, losses, trains, tests,
                         learning_rates=settings.learning_rates, normalize=settings.normalize)
-    return problem.influence("TracIn", values, cost, settings, checkpoints=len(problem.checkpoints))
+        if settings.per_example:
+            from .per_example import example_batches, tracin_examples
+
+            examples = tracin_examples(problem.checkpoints, problem.model, losses,
+                                       example_batches(problem.model, problem.train_sets, problem.pad_id), tests,
+                                       learning_rates=settings.learning_rates, normalize=settings.normalize,
+                                       progress=problem.progress)
+    result = problem.influence("TracIn", values, cost, settings, checkpoints=len(problem.checkpoints))
+    return replace(result, example_values=examples) if settings.per_example else result
 
 
 METHODS = (

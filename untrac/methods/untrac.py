@@ -6,6 +6,11 @@
 * UnTrac-Inv unlearns the test set Z' instead and reports the change in each training set's loss:
   I'(Z', Z_k) = L(Z_k, theta_T') - L(Z_k, theta_0). One run serves all K training sets.
 
+With ``per_example=True``, UnTrac-Inv also reports every training example's loss change
+(``Influence.example_values``), evaluated in the batches of the set-level value: the mean over a
+set's examples is that set's influence. UnTrac unlearns whole sets and has no per-example variant
+(it would take one unlearning run per example).
+
 The paper writes both as sums over batches; we use means over examples (a constant factor that no
 correlation sees). Influences are recorded at every evaluation point, so a trajectory over
 unlearning steps (Figures 2 and 3) costs one run. The caller's model is never modified: one
@@ -37,6 +42,7 @@ from ..ascent import UnlearningDiverged
 from ..data.batching import batches, check_nonempty, epoch_stream
 from ..models import dataset_loss, is_encoder_decoder
 from ..training import OPTIMIZERS, make_optimizer
+from .per_example import example_loss_vector, indexed_eval_batches, split_examples
 from .registry import Method, Problem
 from .result import Cost, Influence, measure
 from ..progress import bar
@@ -52,7 +58,8 @@ class UnlearnConfig:
 
     UnTrac: ``batch_size=1``, ``epochs=1``. UnTrac-Inv: ``batch_size=None`` (the whole set in one
     batch), ``epochs=5``. ``steps`` overrides ``epochs``. ``eval_every`` sets the evaluation
-    interval in steps (``None``: only before and after).
+    interval in steps (``None``: only before and after). ``per_example`` (UnTrac-Inv only): also
+    the loss change of every training example.
     """
 
     optimizer: str = "adam"
@@ -64,8 +71,11 @@ class UnlearnConfig:
     seed: int = 0
     eval_batch_size: int = 64
     optimizer_kwargs: tuple[tuple[str, Any], ...] = ()
+    per_example: bool = field(default=False, kw_only=True, metadata={"fingerprint": "omit-default"})
 
     def __post_init__(self) -> None:
+        if not isinstance(self.per_example, bool):
+            raise ValueError(f"UnlearnConfig.per_example must be True or False, got {self.per_example!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"UnlearnConfig.optimizer: unknown optimizer {self.optimizer!r}; choose from {OPTIMIZERS}")
         if not (isinstance(self.lr, numbers.Real) and not isinstance(self.lr, bool) and math.isfinite(self.lr)
@@ -191,21 +201,28 @@ def _unlearn_each(
     progress: bool,
     accel: Accel | None,
     label: str,
+    per_example: bool = False,
 ) -> tuple[list[int], np.ndarray, Cost, Accel]:
     """Unlearn every forget set in turn from the same snapshot; losses of every eval set at every
-    evaluation step, minus their value before unlearning: ``[n_evals, n_forget, n_eval]``."""
+    evaluation step, minus their value before unlearning: ``[n_evals, n_forget, n_eval]``
+    (``per_example``: then every eval example's, ``[..., n_eval + sum of the eval sets' sizes]``)."""
     cost = Cost()
     device = next(model.parameters()).device
     accel = resolve(accel)
     with measure(cost, device), accel.runtime(device):
-        evals = _eval_sets(model, eval_sets, pad_id, config.eval_batch_size)
+        if per_example:
+            evals, orders = indexed_eval_batches(model, eval_sets, pad_id, config.eval_batch_size)
+            evaluate = lambda m: example_loss_vector(m, evals, orders, cost)  # noqa: E731
+        else:
+            evals = _eval_sets(model, eval_sets, pad_id, config.eval_batch_size)
+            evaluate = lambda m: _loss_vector(m, evals, cost)  # noqa: E731
         unlearner = Unlearner(model, pad_id, accel)
         with accel.autocast(device, evaluation=True):
             unlearner.restore()
-            before = _loss_vector(unlearner.runner, evals, cost)  # through the same (compiled?) module as later
+            before = evaluate(unlearner.runner)  # through the same (compiled?) module as later
         runs = []
         for name, ds in bar(forget_sets.items(), enabled=progress, desc=label):
-            steps, losses = unlearner.run(ds, config, lambda m: _loss_vector(m, evals, cost), cost, name, progress, before)
+            steps, losses = unlearner.run(ds, config, evaluate, cost, name, progress, before)
             runs.append(losses - before)  # [n_evals, n_eval]
     return steps, np.stack(runs, axis=1), cost, accel
 
@@ -222,7 +239,13 @@ def untrac(
     """UnTrac (Eq. 2): unlearn each training set, measure the change of every test set's loss.
 
     ``accel``: optional fast paths (:class:`untrac.accel.Accel`), recorded in the result's config.
+    No per-example scores (``config.per_example`` is an error): those would take one unlearning run
+    per training example; UnTrac-Inv, GradDot, GradCos and TracIn give them.
     """
+    if config.per_example:
+        raise ValueError("UnTrac gives no per-example scores: it unlearns whole training sets, and a per-example "
+                         "score would take one unlearning run per example; per-example scores come from UnTrac-Inv, "
+                         "GradDot, GradCos and TracIn (per_example=True)")
     steps, trajectory, cost, accel = _unlearn_each(model, train_sets, test_sets, config, pad_id, progress, accel, "UnTrac")
     return Influence("UnTrac", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, _config(config, accel))
 
@@ -239,10 +262,19 @@ def untrac_inv(
     """UnTrac-Inv (Eq. 4): unlearn each test set, measure the change of every training set's loss.
 
     ``accel``: optional fast paths (:class:`untrac.accel.Accel`), recorded in the result's config.
+    ``config.per_example``: also every training example's loss change at the last step
+    (``example_values``, ``[n_k, S]`` per training set; their mean over a set is its influence).
     """
-    steps, by_test, cost, accel = _unlearn_each(model, test_sets, train_sets, config, pad_id, progress, accel, "UnTrac-Inv")
-    trajectory = by_test.transpose(0, 2, 1)  # [n_evals, S, K] -> [n_evals, K, S]
-    return Influence("UnTrac-Inv", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost, _config(config, accel))
+    steps, by_test, cost, accel = _unlearn_each(model, test_sets, train_sets, config, pad_id, progress, accel,
+                                                "UnTrac-Inv", config.per_example)
+    k = len(train_sets)
+    trajectory = by_test[..., :k].transpose(0, 2, 1)  # [n_evals, S, K] -> [n_evals, K, S]
+    examples = None
+    if config.per_example:
+        per_set = split_examples(by_test[-1, :, k:], {name: len(ds) for name, ds in train_sets.items()})
+        examples = {name: v.T for name, v in per_set.items()}  # [S, n_k] -> [n_k, S]
+    return Influence("UnTrac-Inv", list(train_sets), list(test_sets), trajectory[-1], steps, trajectory, cost,
+                     _config(config, accel), examples)
 
 
 # ----------------------------------------------------------------------------- the methods
