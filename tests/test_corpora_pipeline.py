@@ -297,3 +297,22 @@ def test_notebook_02_is_saved_without_outputs_and_tagged():
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert not cell.get("outputs") and cell.get("execution_count") is None
+
+
+@needs_mirror
+def test_blame_lists_the_training_passages_each_method_ranks_highest():
+    from untrac import preset
+    from untrac.experiments import corpora as ec
+
+    s = ec.corpora_setting(preset("corpora", "smoke"), "equal", progress=False)
+    subset = next(k for k in s.tests if k.startswith("toxigen/"))
+    table = ec.blame(s, subset, 0, k=2)
+    assert list(table.columns) == ["method", "rank", "corpus", "block", "score", "text"]
+    assert list(table["method"]) == [m for m in ec.BLAME_METHODS for _ in range(2)]
+    for method, rows in table.groupby("method", sort=False):
+        assert rows["score"].is_monotonic_decreasing and rows["text"].str.len().min() > 0
+        sample = s.sample(0)
+        first = rows.iloc[0]
+        assert s.tokenizer.decode(sample[first["corpus"]][int(first["block"])]["input_ids"]) == first["text"]
+    with pytest.raises(ValueError, match="outside"):
+        ec.blame(s, subset, 10_000)

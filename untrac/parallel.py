@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import contextlib
 import multiprocessing
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -53,6 +55,23 @@ class InlineExecutor(cf.Executor):
         except BaseException as err:  # noqa: BLE001  (delivered through the future, as a pool would)
             future.set_exception(err)
         return future
+
+
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Start workers without re-running the caller's script: a ``spawn`` worker imports the main
+    module of a plain ``python script.py`` run (everything not under ``if __name__ == "__main__"``),
+    which a script written for one process does not expect. Only untrac's own functions travel."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    hide = main is not None and getattr(main, "__spec__", None) is None and path is not None
+    if hide:
+        del main.__file__
+    try:
+        yield
+    finally:
+        if hide:
+            main.__file__ = path
 
 
 def _discard(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
@@ -121,7 +140,8 @@ def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, prog
     if executor is None and (len(calls) <= 1 or worker_count() <= 1):
         return 0
     pool = shared_pool() if executor is None else executor
-    futures = [pool.submit(_discard, fn, tuple(args), dict(kwargs)) for fn, args, kwargs in calls]
+    with _main_not_reimported():  # the pool's workers start at the first submit
+        futures = [pool.submit(_discard, fn, tuple(args), dict(kwargs)) for fn, args, kwargs in calls]
     errors = []
     for future in bar(cf.as_completed(futures), enabled=progress, total=len(futures), desc=desc):
         if future.exception() is not None:

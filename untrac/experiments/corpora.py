@@ -22,7 +22,7 @@ keeps one test set's columns of an :class:`Influence`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -316,6 +316,38 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
     return pd.DataFrame(rows)
 
 
+BLAME_METHODS = ("UnTrac-Inv", "GradDot", "TracIn")
+
+
+def blame(setting: CorporaSetting, test_subset: str, index: int, run: int = 0, methods: Sequence[str] = BLAME_METHODS,
+          k: int = 3, progress: bool = False) -> pd.DataFrame:
+    """Which training passages does each method blame for one test example?
+
+    The example ``index`` of ``test_subset`` (e.g. ``"toxigen/asian"``) is the whole test set; each
+    method scores every training block of run ``run``'s sample (``per_example=True``, cached like
+    every attribution) and the ``k`` highest-scoring blocks are returned with their text:
+    one row per (method, rank) with the corpus, the block's index, its score and its text.
+    """
+    ds = setting.tests[test_subset]
+    if not 0 <= index < len(ds):
+        raise ValueError(f"index {index} is outside {test_subset!r} ({len(ds)} examples)")
+    one = {test_subset: ds.select([index])}
+    sample = setting.sample(run)
+    rows = []
+    for method in methods:
+        config = replace(method_config(setting.preset, method, run), per_example=True)
+        inf = cached_attribute(method, setting.base, sample, one, setting.pad_id, progress=progress, config=config)
+        top = inf.top_examples(test_subset, k, train_sets=sample, tokenizer=setting.tokenizer)
+        rows.append(top.assign(method=method, rank=range(1, len(top) + 1)))
+    out = pd.concat(rows, ignore_index=True).rename(columns={"train": "corpus", "index": "block"})
+    return out[["method", "rank", "corpus", "block", "score", "text"]]
+
+
+def test_example_text(setting: CorporaSetting, test_subset: str, index: int) -> str:
+    """The text of one test example (prompt and answer, decoded)."""
+    return setting.tokenizer.decode(setting.tests[test_subset][index]["input_ids"], skip_special_tokens=True)
+
+
 def mixture_table(preset: CorporaPreset) -> pd.DataFrame:
     """The mixture: per corpus its stand-in (mirror) and its blocks in both settings."""
     from ..data.corpora import CORPORA
@@ -364,7 +396,7 @@ def training_summary(preset: CorporaPreset, progress: bool = False) -> pd.DataFr
 
 
 __all__ = [
-    "SETTINGS", "TRUTH", "CorporaSetting", "corpora_experiment", "corpora_run", "corpora_setting", "corpus_blocks",
+    "BLAME_METHODS", "SETTINGS", "TRUTH", "CorporaSetting", "blame", "test_example_text", "corpora_experiment", "corpora_run", "corpora_setting", "corpus_blocks",
     "correlation_frame", "cost_accuracy_frame", "cost_frame", "ground_truth_variants", "influence_frame",
     "initial_model", "mixture_table", "run_record", "seed_losses", "noise_floor", "resolve_device", "sample_blocks",
     "select_tests", "select_testset", "test_sets", "train_model", "training_sets", "training_summary",
