@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import needs_mirror, tiny_spec
+from conftest import tiny_spec
 
 
 class Planted:
@@ -72,7 +72,6 @@ def test_a_planted_result_never_runs_and_is_recomputed(tmp_path):
     assert not marker.exists()
 
 
-@needs_mirror
 def test_a_planted_resume_file_never_runs(tiny, tmp_path):
     from untrac import cache, training
 
@@ -88,7 +87,6 @@ def test_a_planted_resume_file_never_runs(tiny, tmp_path):
     assert _same(trained.model, training.train(model, train_sets, _cfg(), pad, use_cache=False, progress=False).model)
 
 
-@needs_mirror
 def test_a_corrupt_model_entry_is_named_and_retrained(tiny):
     from untrac import training
 
@@ -124,7 +122,6 @@ def test_keys_tell_models_apart_that_share_weight_shapes(tokenizer):
     assert cache.fingerprint(a.double()) != cache.fingerprint(build_model(spec, tokenizer, seed=0))
 
 
-@needs_mirror
 def test_keys_follow_mixture_order_and_content_not_tokenizer_objects(tiny, tokenizer, synthetic_raw, tmp_path):
     from transformers import PreTrainedTokenizerFast
 
@@ -142,7 +139,6 @@ def test_keys_follow_mixture_order_and_content_not_tokenizer_objects(tiny, token
     assert cache.fingerprint(again) == cache.fingerprint(train_sets)
 
 
-@needs_mirror
 def test_training_with_frozen_embeddings_is_not_served_the_trained_ones(tiny):
     from untrac import training
 
@@ -172,7 +168,6 @@ def test_code_version_is_part_of_the_key():
 
 # ----------------------------------------------------------------------------- finishing and resuming
 
-@needs_mirror
 @pytest.mark.parametrize("phase", ["link", "save", "seal", "rename"])
 def test_an_interrupted_commit_loses_no_checkpoint(tiny, monkeypatch, phase):
     from untrac import cache, training
@@ -201,7 +196,6 @@ def test_an_interrupted_commit_loses_no_checkpoint(tiny, monkeypatch, phase):
     assert [s for s, _ in trained.checkpoints] == [4, 8, 12] and len(trained.checkpoint_states()) == 3
 
 
-@needs_mirror
 def test_resumed_run_logs_the_same_losses(tiny, monkeypatch):
     from untrac import training
 
@@ -289,7 +283,6 @@ def test_bad_unlearn_config_values(field, value):
         UnlearnConfig(**{field: value})
 
 
-@needs_mirror
 def test_wrong_types_at_the_public_boundary(tiny):
     from untrac import attribute
     from untrac.training import train
@@ -305,7 +298,6 @@ def test_wrong_types_at_the_public_boundary(tiny):
         attribute("GradDot", model, train_sets, {"test": [1, 2]}, pad)
 
 
-@needs_mirror
 def test_a_tokenizer_model_mismatch_is_named_at_train_and_attribute_time(tiny, tokenizer):
     from untrac import ModelTokenizerMismatch, attribute, build_model
     from untrac.models import ModelSpec

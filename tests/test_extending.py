@@ -50,7 +50,6 @@ def _exact_overlap(train_sets, test_sets) -> np.ndarray:
                      for a in train_sets.values()])
 
 
-@needs_mirror
 def test_a_method_from_outside_runs_through_attribute(tiny, toy_method):
     import untrac
 
@@ -64,7 +63,6 @@ def test_a_method_from_outside_runs_through_attribute(tiny, toy_method):
         untrac.register_method(untrac.Method("Overlap", OverlapSettings(), overlap))
 
 
-@needs_mirror
 def test_misspelled_settings_of_a_builtin_method_name_it(tiny):
     import untrac
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import needs_mirror
-
-pytestmark = needs_mirror
 
 
 def _cfg(**kw):

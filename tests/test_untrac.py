@@ -5,9 +5,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_mirror
-
-pytestmark = needs_mirror
 
 
 def _full_gradient(model, dataset, pad):

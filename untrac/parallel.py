@@ -10,6 +10,12 @@ does. The cache's entry locks stop two processes from computing one entry twice.
 Any :class:`concurrent.futures.Executor` can stand in for the local pool (a distributed engine's,
 for example): pass it as ``executor=``. The default pool has ``UNTRAC_WORKERS`` workers (default:
 the number of cores); ``UNTRAC_WORKERS=1`` runs everything in this process.
+
+``UNTRAC_EXECUTOR`` chooses the default executor without code changes (:func:`executor_from`):
+``local`` (the default: the process pool above), ``ray`` (a local Ray cluster, or the one
+``RAY_ADDRESS`` names), ``ray:auto`` (the cluster this machine belongs to), ``ray:HOST:PORT`` or
+``ray://HOST:PORT`` (Ray Client); see :class:`untrac.engines.RayExecutor`. Each Ray task asks for
+``UNTRAC_CPUS_PER_TASK`` CPUs (default 1) and ``UNTRAC_GPUS_PER_TASK`` GPUs (default 0).
 """
 from __future__ import annotations
 
@@ -23,6 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 ENV_VAR = "UNTRAC_WORKERS"
+EXECUTOR_VAR = "UNTRAC_EXECUTOR"
+CPUS_VAR = "UNTRAC_CPUS_PER_TASK"
+GPUS_VAR = "UNTRAC_GPUS_PER_TASK"
 
 Call = tuple[Callable[..., Any], Sequence[Any], dict[str, Any]]
 """``(function, args, kwargs)``: one unit of independent work (a picklable, module-level function)."""
@@ -86,31 +95,79 @@ def _init_worker(threads: int, env: dict[str, str]) -> None:
     torch.set_num_threads(threads)
 
 
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker runs with: this process's ``UNTRAC_*``, ``HF_*`` and ``OMP_*``
+    variables, one intra-op thread, no progress bars and no pools inside workers; then ``extra``."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith(("UNTRAC_", "HF_", "OMP_"))}
+    keep["OMP_NUM_THREADS"] = "1"
+    keep["UNTRAC_PROGRESS"] = "0"  # workers draw no bars; the caller's bar counts finished calls
+    keep[ENV_VAR] = "1"  # a worker's own prefetches run inline: no pools inside pools
+    keep[EXECUTOR_VAR] = "local"
+    keep.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return keep
+
+
+def executor_spec(spec: str | None = None) -> str:
+    """``spec`` (default: ``UNTRAC_EXECUTOR``, else ``local``), checked."""
+    value = (os.environ.get(EXECUTOR_VAR, "") if spec is None else spec).strip() or "local"
+    if value in ("local", "ray") or (value.startswith("ray:") and value[len("ray:"):].strip("/")):
+        return value
+    raise ValueError(f"{EXECUTOR_VAR} must be 'local', 'ray', 'ray:auto', 'ray:HOST:PORT' or 'ray://HOST:PORT', "
+                     f"not {value!r}")
+
+
+def _per_task(var: str, default: float) -> float:
+    value = os.environ.get(var, "").strip()
+    if not value:
+        return default
+    try:
+        n = float(value)
+    except ValueError as err:
+        raise ValueError(f"{var} must be a number >= 0, not {value!r}") from err
+    if n < 0:
+        raise ValueError(f"{var} must be a number >= 0, not {value!r}")
+    return int(n) if n.is_integer() else n
+
+
+def executor_from(spec: str | None = None, workers: int | None = None) -> cf.Executor:
+    """A new executor for ``spec`` (default ``UNTRAC_EXECUTOR``; see the module's notes): ``local``
+    gives :func:`local_pool` ``(workers)``; ``ray``, ``ray:auto``, ``ray:HOST:PORT`` and
+    ``ray://HOST:PORT`` give a :class:`~untrac.engines.RayExecutor` whose tasks ask for
+    ``UNTRAC_CPUS_PER_TASK`` CPUs (default 1) and ``UNTRAC_GPUS_PER_TASK`` GPUs (default 0)."""
+    spec = executor_spec(spec)
+    if spec == "local":
+        return local_pool(workers)
+    from .engines import RayExecutor
+
+    address = None if spec == "ray" else spec if spec.startswith("ray://") else spec[len("ray:"):]
+    return RayExecutor(address=address, num_cpus=_per_task(CPUS_VAR, 1), num_gpus=_per_task(GPUS_VAR, 0))
+
+
 def local_pool(workers: int | None = None) -> cf.Executor:
     """A process pool of ``workers`` (default :func:`worker_count`) one-thread workers, or an
     :class:`InlineExecutor` for one worker."""
     n = worker_count() if workers is None else workers
     if n <= 1:
         return InlineExecutor()
-    keep = {k: v for k, v in os.environ.items() if k.startswith(("UNTRAC_", "HF_", "OMP_"))}
-    keep["UNTRAC_PROGRESS"] = "0"  # workers draw no bars; the caller's bar counts finished calls
-    keep[ENV_VAR] = "1"  # a worker's own prefetches run inline: no pools inside pools
+    keep = worker_env()
     return cf.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
                                   initializer=_init_worker, initargs=(1, keep))
 
 
-_SHARED: dict[int, cf.Executor] = {}
+_SHARED: dict[tuple, cf.Executor] = {}
 
 
 def shared_pool() -> cf.Executor:
-    """This process's pool of :func:`worker_count` workers, started once and reused (the workers'
-    start-up — importing torch — is paid once per process); shut down at exit."""
-    n = worker_count()
+    """This process's executor, started once and reused (the workers' start-up — importing torch —
+    is paid once per process); shut down at exit. ``UNTRAC_EXECUTOR`` chooses it
+    (:func:`executor_from`): by default a pool of :func:`worker_count` workers."""
+    spec = executor_spec()
+    n = (spec, worker_count()) if spec == "local" else (spec, os.environ.get(CPUS_VAR), os.environ.get(GPUS_VAR))
     if n not in _SHARED:
         for old in _SHARED.values():
             old.shutdown(wait=False, cancel_futures=True)
         _SHARED.clear()
-        _SHARED[n] = local_pool(n)
+        _SHARED[n] = local_pool(n[1]) if spec == "local" else executor_from(spec)
         if not _SHARED_EXIT:
             atexit.register(_shutdown_shared)
             _SHARED_EXIT.append(True)
@@ -131,13 +188,13 @@ def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, prog
     """Run ``calls`` on ``executor`` (default: :func:`shared_pool`) so that their results are in
     the cache; return how many ran. The first error is raised once every call has ended.
 
-    With one worker (or fewer than two calls) nothing is prefetched: the sequential code that
+    With one local worker (or fewer than two calls) nothing is prefetched: the sequential code that
     follows computes it all, exactly as it would have.
     """
     from .progress import bar
 
     calls = list(calls)
-    if executor is None and (len(calls) <= 1 or worker_count() <= 1):
+    if executor is None and (len(calls) <= 1 or (executor_spec() == "local" and worker_count() <= 1)):
         return 0
     pool = shared_pool() if executor is None else executor
     with _main_not_reimported():  # the pool's workers start at the first submit
@@ -151,4 +208,5 @@ def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, prog
     return len(calls)
 
 
-__all__ = ["ENV_VAR", "Call", "InlineExecutor", "local_pool", "prefetch", "shared_pool", "worker_count"]
+__all__ = ["CPUS_VAR", "ENV_VAR", "EXECUTOR_VAR", "GPUS_VAR", "Call", "InlineExecutor", "executor_from", "executor_spec",
+           "local_pool", "prefetch", "shared_pool", "worker_count", "worker_env"]
