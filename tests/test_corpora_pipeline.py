@@ -293,7 +293,7 @@ def test_notebook_02_is_saved_without_outputs_and_tagged():
     assert nb["cells"][0]["cell_type"] == "markdown"
     params = nb["cells"][1]
     assert params["cell_type"] == "code" and "parameters" in params["metadata"].get("tags", [])
-    assert 'scale = "mini"' in "".join(params["source"]) and 'figures_dir = "../figures"' in "".join(params["source"])
+    assert 'scale: str = "mini"' in "".join(params["source"]) and 'figures_dir: str = "../figures"' in "".join(params["source"])
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             assert not cell.get("outputs") and cell.get("execution_count") is None

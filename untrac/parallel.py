@@ -89,6 +89,9 @@ def _discard(fn: Callable[..., Any], args: Sequence[Any], kwargs: dict[str, Any]
 
 
 def _init_worker(threads: int, env: dict[str, str]) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C / a kernel's interrupt is the parent's to handle
     os.environ.update(env)
     import torch
 
