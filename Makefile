@@ -60,7 +60,7 @@ data: setup
 	$(BIN)/python -m untrac.data.write_mirror $(DATA_DIR) $(DATA_ARGS)
 	@echo "use it: UNTRAC_DATA_DIR=$(abspath $(DATA_DIR)) (make finds $(MIRROR_DEFAULT) by itself)"
 
-device-check: setup  # on a GPU box: CUDA tests, notebook 02 at OPT-125M shapes, the paper bench -> bench/RESULTS.md
+device-check: setup  # on a GPU box: CUDA tests, notebook 02 at OPT-125M shapes, the paper bench, K pipelines -> bench/RESULTS.md (--budget 900 s)
 	$(BIN)/python -m bench.device_check
 
 bench: setup

@@ -1,6 +1,6 @@
 """The GPU check, ready to run the moment a GPU machine is lent: ``make device-check``.
 
-    python -m bench.device_check            # on the GPU box: <= ~8 minutes on one H100
+    python -m bench.device_check            # on the GPU box: at most --budget seconds (default 900)
     python -m bench.device_check --cpu      # its CPU part (what CI runs): minutes, tiny sizes
 
 Four steps, each timed, their results written with the device's name into the ``device-check``
@@ -31,12 +31,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-GPU_PRESET = {  # OPT-125M shapes, a short schedule: minutes on one H100
+GPU_PRESET = {  # OPT-125M shapes on the mini preset's data and tokenizer, a short schedule: minutes on one H100
     "model__n_layers": 12, "model__d_model": 768, "model__n_heads": 12, "model__d_ff": 3072, "model__max_positions": 512,
-    "block_size": 256, "blocks_per_corpus": 256, "train__steps": 200, "train__batch_size": 8,
+    "block_size": 256, "blocks_per_corpus": 256, "train__steps": 200, "train__batch_size": 8, "train__lr": 6e-4,
     "train__checkpoint_every": 100, "anneal": None, "sample_blocks": 32, "test_examples": 16, "runs": 2, "device": "cuda",
     "settings": ["equal"], "classic": False, "noise_seeds": [],
-}
+}  # train lr 6e-4: GPT-3's for 125M parameters (fixed in advance, not tuned here)
 CPU_PRESET = {"runs": 1, "settings": ["equal"], "classic": False}  # the smoke preset, one run: proves the script end to end
 
 PIPELINE = r"""
@@ -48,6 +48,7 @@ preset = untrac.preset("corpora", sys.argv[1], **json.loads(sys.argv[2]))
 t0 = time.perf_counter()
 settings = {name: ec.corpora_setting(preset, name, progress=False) for name in preset.settings}
 t1 = time.perf_counter()
+print(f'training done in {t1 - t0:.0f} s', file=sys.stderr, flush=True)
 results = ec.corpora_experiment(preset, progress=False)
 t2 = time.perf_counter()
 corr = evaluate.correlation_frame(results).groupby(["setting", "testset", "method"], sort=False)["pearson"].mean()
@@ -55,17 +56,19 @@ print(json.dumps({"training_s": t1 - t0, "attribution_s": t2 - t1, "pearson": {"
 """
 
 
-def step(name: str, command: list[str], env: dict[str, str], timeout: int) -> dict:
+def step(name: str, command: list[str], env: dict[str, str], timeout: int, key: str = "") -> dict:
     print(f"== {name}: {' '.join(command[:6])} ...", flush=True)
     t0 = time.perf_counter()
     try:
         out = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
         ok, stdout, tail = out.returncode == 0, out.stdout, (out.stdout + out.stderr)[-3000:]
     except subprocess.TimeoutExpired as err:
-        ok, stdout, tail = False, "", f"timed out after {timeout} s\n{(err.stdout or b'')[-2000:]!r}"
+        def text(b: bytes | str | None) -> str:
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        ok, stdout, tail = False, "", f"timed out after {timeout} s\n{(text(err.stdout) + text(err.stderr))[-2000:]}"
     seconds = time.perf_counter() - t0
     print(f"   {'ok' if ok else 'FAILED'} in {seconds:.0f} s", flush=True)
-    return {"step": name, "ok": ok, "seconds": seconds, "stdout": stdout, "tail": tail}
+    return {"key": key, "step": name, "ok": ok, "seconds": seconds, "stdout": stdout, "tail": tail}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu", action="store_true", help="the CPU part only, at tiny sizes (CI)")
     parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     parser.add_argument("--k", type=int, default=4, help="corpora unlearned at once in step 4")
+    parser.add_argument("--budget", type=float, default=900.0,
+                        help="seconds for the four steps together, shared 15/45/20/20 %% (a step past its share is "
+                             "stopped and recorded; the section is rewritten after every step)")
+    parser.add_argument("--only", default="tests,pipeline,paper,k",
+                        help="comma-separated steps to run, of tests,pipeline,paper,k (default: all)")
     args = parser.parse_args(argv)
+    only = {name.strip() for name in args.only.split(",") if name.strip()}
+    if not only or only - {"tests", "pipeline", "paper", "k"}:
+        parser.error(f"--only takes names of tests,pipeline,paper,k; got {args.only!r}")
+    if args.budget <= 0:
+        parser.error(f"--budget must be positive, got {args.budget}")
+    share = {name: max(30, int(args.budget * f)) for name, f in
+             (("tests", 0.15), ("pipeline", 0.45), ("paper", 0.2), ("k", 0.2))}
     import torch
 
     cuda = torch.cuda.is_available() and not args.cpu
@@ -82,52 +97,72 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "UNTRAC_CACHE": tempfile.mkdtemp(prefix="untrac-device-check-"), "UNTRAC_PROGRESS": "0"}
     env.setdefault("UNTRAC_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     py = sys.executable
-    steps = []
+    steps: list[dict] = []
+
+    def record(entry: dict) -> dict:  # keep it, and rewrite the section: a later step cut off loses nothing
+        steps.append(entry)
+        write(args.out, cuda, device, torch.__version__, steps)
+        return entry
+
     tests = ["tests/test_fast_paths.py", "tests/test_untrac.py", "tests/test_gradients.py", "tests/test_hif.py"]
     if not cuda:
         tests = ["tests/test_fast_paths.py"]
-    steps.append(step("CUDA tests" if cuda else "tests (CPU)", [py, "-m", "pytest", "-q", "-x", *tests], env, 240))
-    scale, preset = ("smoke", GPU_PRESET) if cuda else ("smoke", CPU_PRESET)
-    pipe = step("notebook 02 pipeline", [py, "-c", PIPELINE, scale, json.dumps(preset)], {**env, "UNTRAC_WORKERS": "1"}, 300)
-    if pipe["ok"]:
-        pipe["result"] = json.loads(pipe["stdout"].strip().splitlines()[-1])
-    steps.append(pipe)
-    paper = [py, "-m", "bench", "--paper", "--out", str(Path(env["UNTRAC_CACHE"]) / "paper.md")]
-    if cuda:
-        steps.append(step("paper-scale bench", paper, env, 240))
-    else:  # OPT-125M on 2 CPU cores takes minutes a step: the CPU part only proves the command starts
-        steps.append(step("paper-scale bench (--help only on CPU)", [py, "-m", "bench", "--help"], env, 60))
-    if cuda and steps[-1]["ok"]:
-        steps[-1]["table"] = (Path(env["UNTRAC_CACHE"]) / "paper.md").read_text()
-    k = args.k if cuda else 1
-    steps.append(step(f"K={k} pipelines: in parallel vs one after the other",
-                      [py, "-m", "bench.pipeline", "--experiment", "corpora", "--scale", "smoke",
-                       "--set", f"runs={max(k, 2)}", "--set", 'settings=["equal"]', "--set", "classic=false",
-                       "--workers", "1", str(max(k, 2))], env, 300))
+    if "tests" in only:
+        record(step("CUDA tests" if cuda else "tests (CPU)", [py, "-m", "pytest", "-q", *tests], env, share["tests"],
+                    key="tests"))
+    if "pipeline" in only:
+        scale, preset = ("mini", GPU_PRESET) if cuda else ("smoke", CPU_PRESET)
+        pipe = step("notebook 02 pipeline", [py, "-c", PIPELINE, scale, json.dumps(preset)],
+                    {**env, "UNTRAC_WORKERS": "1"}, share["pipeline"], key="pipeline")
+        if pipe["ok"]:
+            pipe["result"] = json.loads(pipe["stdout"].strip().splitlines()[-1])
+        record(pipe)
+    if "paper" in only and cuda:
+        table = Path(env["UNTRAC_CACHE"]) / "paper.md"
+        paper = step("paper-scale bench", [py, "-m", "bench", "--paper", "--out", str(table)], env, share["paper"],
+                     key="paper")
+        if paper["ok"]:
+            paper["table"] = table.read_text()
+        record(paper)
+    elif "paper" in only:  # OPT-125M on 2 CPU cores takes minutes a step: the CPU part only proves the command starts
+        record(step("paper-scale bench (--help only on CPU)", [py, "-m", "bench", "--help"], env, 60, key="paper"))
+    if "k" in only:
+        k = args.k if cuda else 1
+        record(step(f"K={k} pipelines: in parallel vs one after the other",
+                    [py, "-m", "bench.pipeline", "--experiment", "corpora", "--scale", "smoke",
+                     "--set", f"runs={max(k, 2)}", "--set", 'settings=["equal"]', "--set", "classic=false",
+                     "--workers", "1", str(max(k, 2))], env, share["k"], key="k"))
+    print(write(args.out, cuda, device, torch.__version__, steps))
+    return 1 if any(not s["ok"] for s in steps) else 0
+
+
+def write(out: Path, cuda: bool, device: str, torch_version: str, steps: list[dict]) -> str:
+    """The ``device-check`` section of ``out`` from the steps run so far (each with its seconds and outcome)."""
+    from .__main__ import write_section
 
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     lines = [f"## Device check ({'GPU' if cuda else 'CPU part only'})", "",
-             f"{stamp}; device: {device}; torch {torch.__version__}; total {sum(s['seconds'] for s in steps):.0f} s.", "",
+             f"{stamp}; device: {device}; torch {torch_version}; {len(steps)} step(s), "
+             f"total {sum(s['seconds'] for s in steps):.0f} s.", "",
              "| step | ok | seconds |", "|---|---|---|"]
     lines += [f"| {s['step']} | {'yes' if s['ok'] else 'NO'} | {s['seconds']:.0f} |" for s in steps]
-    if pipe.get("result"):
-        r = pipe["result"]
-        lines += ["", f"Pipeline ({'OPT-125M shapes' if cuda else 'smoke'}): training {r['training_s']:.0f} s, "
-                  f"attribution {r['attribution_s']:.0f} s. Mean Pearson by setting/test set/method:", "",
+    by = {s["key"]: s for s in steps}
+    result = by.get("pipeline", {}).get("result")
+    if result:
+        lines += ["", f"Pipeline ({'OPT-125M shapes' if cuda else 'smoke'}): training {result['training_s']:.0f} s, "
+                  f"attribution {result['attribution_s']:.0f} s. Mean Pearson by setting/test set/method:", "",
                   "| setting/testset/method | pearson |", "|---|---|"]
-        lines += [f"| {k} | {v:.3f} |" for k, v in r["pearson"].items()]
-    if steps[2].get("table"):
-        lines += ["", steps[2]["table"].split("<!-- bench:paper -->")[-1].split("<!-- /bench:paper -->")[0].strip()]
-    if steps[3]["ok"]:
-        lines += ["", "Step 4, " + steps[3]["stdout"].strip()]
-    failed = [s for s in steps if not s["ok"]]
-    for s in failed:
-        lines += ["", f"### {s['step']} failed", "", "```", s["tail"][-1500:], "```"]
-    from .__main__ import write_section
-
-    write_section(args.out, "device-check" if cuda else "device-check-cpu", "\n".join(lines))
-    print("\n".join(lines))
-    return 1 if failed else 0
+        lines += [f"| {k} | {v:.3f} |" for k, v in result["pearson"].items()]
+    if by.get("paper", {}).get("table"):
+        lines += ["", by["paper"]["table"].split("<!-- bench:paper -->")[-1].split("<!-- /bench:paper -->")[0].strip()]
+    if by.get("k", {}).get("ok"):
+        lines += ["", "Step 4, " + by["k"]["stdout"].strip()]
+    for s in steps:
+        if not s["ok"]:
+            lines += ["", f"### {s['step']} failed", "", "```", s["tail"][-1500:], "```"]
+    text = "\n".join(lines)
+    write_section(out, "device-check" if cuda else "device-check-cpu", text)
+    return text
 
 
 if __name__ == "__main__":

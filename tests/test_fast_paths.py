@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 import warnings
 
 import numpy as np
@@ -165,7 +166,16 @@ def test_inductor_compiled_forward_gives_the_plain_influences(setup):
     np.testing.assert_allclose(fast.trajectory, plain.trajectory, rtol=1e-4, atol=1e-5)
 
 
+def _transformers_version() -> tuple[int, ...]:
+    import transformers
+
+    return tuple(int(part) for part in transformers.__version__.split(".")[:2] if part.isdigit())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs only exist on a GPU (no CUDA here)")
+@pytest.mark.xfail(_transformers_version() < (5, 24), strict=False,
+                   reason="transformers#48924: OPT in older releases turns attention_mask=None into an all-ones mask "
+                          "whose .all() test syncs once per forward (seen on an H200 with 5.17; 5.24 passes None on)")
 def test_no_host_sync_between_evaluations(setup):
     """The number of syncs does not grow with the steps between two evaluation points."""
     from untrac.methods.untrac import UnlearnConfig, Unlearner
@@ -173,7 +183,7 @@ def test_no_host_sync_between_evaluations(setup):
     model, train_sets, _, pad = setup
     unlearner = Unlearner(model.cuda(), pad)
 
-    def syncs(steps: int) -> int:
+    def syncs(steps: int) -> Counter:  # where (file:line of the Python caller) each sync happened
         config = UnlearnConfig(lr=1e-3, batch_size=1, steps=steps)
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as caught:
@@ -183,10 +193,11 @@ def test_no_host_sync_between_evaluations(setup):
                 unlearner.run(train_sets["z2"], config, lambda m: np.zeros(1), initial=np.zeros(1))
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        return sum("synchroniz" in str(w.message) for w in caught)
+        return Counter(f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
 
     syncs(2)  # warm-up
-    assert syncs(8) == syncs(2)
+    more = syncs(8) - syncs(2)
+    assert not more, f"host syncs that grow with the steps (6 more steps), by place: {dict(more)}"
 
 
 def test_unpadded_batches_skip_the_mask_bit_identically(setup):
@@ -205,7 +216,11 @@ def test_unpadded_batches_skip_the_mask_bit_identically(setup):
     g_ours = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    ref = F.cross_entropy(logits.transpose(1, 2), batch["labels"][:, 1:], reduction="none").mean(1)
+    labels = batch["labels"][:, 1:]
+    ref = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), reduction="none").view(labels.shape).mean(1)
+    # the [B, V, T] layout of the loss is the same arithmetic up to summation order
+    torch.testing.assert_close(F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1), ref,
+                               rtol=1e-6, atol=1e-6)
     ref.sum().backward()
     assert torch.equal(ours, ref)
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), g_ours))
