@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     parts.append(f"### (5) UnTrac vs UnTrac-Inv, K = {sz.k} training sets\n\n" + table(inv))
     print(parts[-2] + "\n\n" + parts[-1], flush=True)
 
+    print(f"[{time.perf_counter() - started:.0f} s] " + "(6) loss layout ...", flush=True)
+    rows, workload = suite.loss_layout(device, sz)
+    parts.append(f"### (6) One lever, measured in one run: the loss's layout\n\n{workload}; the same arithmetic up to "
+                 "summation order (tests/test_fast_paths.py), a different memory walk over the vocabulary.\n\n" + table(rows))
+    print(parts[-1], flush=True)
+
     if args.profile:
         print(f"[{time.perf_counter() - started:.0f} s] " + "profiling ...", flush=True)
         parts.append("### Profile of the unlearning loop (torch.profiler, self CPU time)\n\n"

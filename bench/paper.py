@@ -11,7 +11,6 @@ import copy
 import time
 from typing import Any
 
-import numpy as np
 import torch
 
 from untrac.accel import Accel

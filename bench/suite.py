@@ -1,4 +1,4 @@
-"""The five measurements of the bench (issue 6): each returns rows for a Markdown table."""
+"""The six measurements of the bench (issue 6): each returns rows for a Markdown table."""
 from __future__ import annotations
 
 import copy
@@ -65,7 +65,7 @@ def bare_unlearn_loop(model: nn.Module, snapshot: dict, batch_list: list, lr: fl
         for b in batch_list:
             ids, mask, labels = _to(b, device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-            loss = F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE)
             opt.zero_grad(set_to_none=True)
             (-loss).backward()
             opt.step()
@@ -85,7 +85,7 @@ def bare_eval(model: nn.Module, batch_list: list, device: torch.device) -> Calla
             for b in batch_list:
                 ids, mask, labels = _to(b, device)
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
-                total += F.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=IGNORE, reduction="sum")
+                total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
         total.item()
         return tokens
 
@@ -299,3 +299,42 @@ def profile_unlearning(model: nn.Module, tok: Any, device: torch.device, sz: Siz
         out.append(f"### {name} ({wall:.3f} s)\n\n```\n"
                    + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top) + "\n```\n")
     return "\n".join(out)
+
+
+def loss_layout(device: torch.device, sz: Sizes) -> tuple[list[dict], str]:
+    """(6) The loss's memory layout: cross-entropy over flattened ``[B*T, V]`` rows (the package's
+    :func:`~untrac.models.example_losses`) against the ``[B, V, T]`` transpose it used before; one
+    AdamW training step of the corpora ``mini`` model's shapes, same model and batch."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    vocab, batch, block = 4096, 8, 64  # presets.CORPORA["mini"]: 1-layer OPT, d 128, vocab 4,096, batch 8 x 64
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig(vocab_size=vocab, hidden_size=128, word_embed_proj_dim=128, num_hidden_layers=1,
+                                     ffn_dim=512, num_attention_heads=4, max_position_embeddings=256)).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    ids = torch.randint(4, vocab, (batch, block), generator=torch.Generator().manual_seed(0)).to(device)
+    labels = ids[:, 1:]
+
+    def transposed(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(1)
+
+    def flat(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), reduction="none").view(labels.shape).mean(1)
+
+    def steps(loss_fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], int]:
+        def run() -> int:
+            for _ in range(sz.steps):
+                loss = loss_fn(model(input_ids=ids).logits[:, :-1]).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            return sz.steps * batch * block
+        return run
+
+    series = interleaved({"[B, V, T] transpose (before)": steps(transposed), "[B*T, V] flat (now)": steps(flat)},
+                         sz.reps, device)
+    before, now = series.values()
+    rows = [{"loss layout": s.name, "ms per training step": f"{1e3 * float(np.median([t.wall for t in s.runs])) / sz.steps:.1f}",
+             "speed-up vs transpose": f"{paired_ratio(s, before):.2f}x"} for s in (before, now)]
+    return rows, (f"{sz.reps} interleaved rounds of {sz.steps} AdamW steps; 1-layer OPT, d 128, vocab {vocab:,}, "
+                  f"batch {batch} x {block} tokens")

