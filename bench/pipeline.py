@@ -3,6 +3,7 @@
     python -m bench.pipeline                                   # synthetic, mini models, 1 family x 1 run
     python -m bench.pipeline --experiment corpora --scale smoke
     python -m bench.pipeline --set runs=2 --set train__steps=256 --workers 1 2
+    python -m bench.pipeline --experiment corpora --scale mini --workers 2   # notebook 02's work, by phase
 
 Each variant runs in a fresh process with an empty cache (so worker start-up, tokenisation and
 every training count), one after the other, and the ratio is taken within this one invocation.
@@ -25,17 +26,28 @@ import untrac
 from untrac import evaluate
 experiment, scale, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 t0 = time.perf_counter()
+phases = {}
 if experiment == "synthetic":
     from untrac.experiments import synthetic
     preset = untrac.preset("synthetic", scale, **overrides)
     results = synthetic.synthetic_experiment(preset, methods=untrac.METHODS, progress=False)
     table = {f: evaluate.correlation_table(r).round(12).to_dict("records") for f, r in results.items()}
-else:
+else:  # notebook 02's work, phase by phase
     from untrac.experiments import corpora
     preset = untrac.preset("corpora", scale, **overrides)
+    for name in preset.settings:
+        t = time.perf_counter()
+        corpora.corpora_setting(preset, name, progress=False)
+        phases[f"models, {name} sizes"] = time.perf_counter() - t
+    t = time.perf_counter()
     results = corpora.corpora_experiment(preset, progress=False)
+    phases["attributions"] = time.perf_counter() - t
+    if preset.noise_seeds:
+        t = time.perf_counter()
+        corpora.noise_floor(preset, progress=False)
+        phases["noise-floor models"] = time.perf_counter() - t
     table = evaluate.correlation_frame(results).round(12).to_dict("records")
-print(json.dumps({"seconds": time.perf_counter() - t0, "table": table}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "phases": phases, "table": table}))
 """
 
 
@@ -55,7 +67,8 @@ def run(experiment: str, scale: str, overrides: dict, workers: int) -> dict:
                              capture_output=True, text=True, check=True)
         wall = time.perf_counter() - t0
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"workers": workers, "wall": wall, "inside": result["seconds"], "table": result["table"]}
+    return {"workers": workers, "wall": wall, "inside": result["seconds"], "phases": result.get("phases", {}),
+            "table": result["table"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     base = rows[0]["wall"]
     lines = [f"{args.experiment} at {args.scale} with {overrides or 'the preset'}; cold cache, 1 thread per process; "
              f"tables identical across worker counts: {same}", "",
-             "| workers | wall s | inside the experiment s | speed-up vs first row |", "|---|---|---|---|"]
-    lines += [f"| {r['workers']} | {r['wall']:.1f} | {r['inside']:.1f} | {base / r['wall']:.2f}x |" for r in rows]
+             "| workers | wall s | inside the experiment s | speed-up vs first row |"
+             + "".join(f" {p} s |" for p in rows[0]["phases"]), "|---|---|---|---|" + "---|" * len(rows[0]["phases"])]
+    lines += [f"| {r['workers']} | {r['wall']:.1f} | {r['inside']:.1f} | {base / r['wall']:.2f}x |"
+              + "".join(f" {v:.1f} |" for v in r["phases"].values()) for r in rows]
     text = "\n".join(lines)
     print(text)
     if args.out is not None:

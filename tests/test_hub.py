@@ -79,7 +79,11 @@ def test_probe_reaches_a_listening_endpoint_and_fails_fast_on_a_closed_one(monke
 
 
 def test_probe_is_bounded_even_when_connecting_hangs(monkeypatch):
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(3))
+    def hang(*args, **kwargs):  # a connection that never answers in time, then refuses (no stray thread errors)
+        time.sleep(3)
+        raise ConnectionRefusedError("refused after hanging")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
     start = time.perf_counter()
     online, why = hub.probe(timeout=0.2)
     assert online is False and "within" in why

@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 INSTALL_HINT = "install untrac[ray] (pip install 'untrac[ray]')"
+ENV_VAR = "UNTRAC_WORKERS"  # worker processes of the local pool (untrac.parallel)
+EXECUTOR_VAR = "UNTRAC_EXECUTOR"  # local | ray | ray:auto | ray:HOST:PORT | ray://HOST:PORT
 
 
 def import_ray():
@@ -51,6 +53,19 @@ def _run_in_env(env: Mapping[str, str], fn: Callable[..., Any], args: Sequence[A
                 os.environ[k] = v
 
 
+def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a worker runs with: this process's ``UNTRAC_*``, ``HF_*`` and ``OMP_*``
+    variables, one intra-op thread, no progress bars and no pools inside workers; then ``extra``."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith(("UNTRAC_", "HF_", "OMP_"))}
+    keep["OMP_NUM_THREADS"] = "1"
+    keep["UNTRAC_PROGRESS"] = "0"  # workers draw no bars; the caller's bar counts finished calls
+    keep[ENV_VAR] = "1"  # a worker's own prefetches run inline: no pools inside pools
+    keep[EXECUTOR_VAR] = "local"
+    keep.update({str(k): str(v) for k, v in (extra or {}).items()})
+    return keep
+
+
+
 class RayExecutor(cf.Executor):
     """A :class:`concurrent.futures.Executor` whose calls run as Ray tasks.
 
@@ -71,7 +86,6 @@ class RayExecutor(cf.Executor):
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3,
                  env: Mapping[str, str] | None = None, **init_kwargs: Any) -> None:
-        from .parallel import worker_env
 
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -102,7 +116,6 @@ class RayExecutor(cf.Executor):
 
     def env(self) -> dict[str, str]:
         """The environment of a task submitted now."""
-        from .parallel import worker_env
 
         return worker_env(self.extra_env)
 
@@ -135,4 +148,4 @@ class RayExecutor(cf.Executor):
                 f"max_retries={self.max_retries})")
 
 
-__all__ = ["INSTALL_HINT", "RayExecutor", "import_ray"]
+__all__ = ["ENV_VAR", "EXECUTOR_VAR", "INSTALL_HINT", "RayExecutor", "import_ray", "worker_env"]

@@ -28,8 +28,8 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-ENV_VAR = "UNTRAC_WORKERS"
-EXECUTOR_VAR = "UNTRAC_EXECUTOR"
+from .engines import ENV_VAR, EXECUTOR_VAR, RayExecutor, worker_env
+
 CPUS_VAR = "UNTRAC_CPUS_PER_TASK"
 GPUS_VAR = "UNTRAC_GPUS_PER_TASK"
 
@@ -98,18 +98,6 @@ def _init_worker(threads: int, env: dict[str, str]) -> None:
     torch.set_num_threads(threads)
 
 
-def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a worker runs with: this process's ``UNTRAC_*``, ``HF_*`` and ``OMP_*``
-    variables, one intra-op thread, no progress bars and no pools inside workers; then ``extra``."""
-    keep = {k: v for k, v in os.environ.items() if k.startswith(("UNTRAC_", "HF_", "OMP_"))}
-    keep["OMP_NUM_THREADS"] = "1"
-    keep["UNTRAC_PROGRESS"] = "0"  # workers draw no bars; the caller's bar counts finished calls
-    keep[ENV_VAR] = "1"  # a worker's own prefetches run inline: no pools inside pools
-    keep[EXECUTOR_VAR] = "local"
-    keep.update({str(k): str(v) for k, v in (extra or {}).items()})
-    return keep
-
-
 def executor_spec(spec: str | None = None) -> str:
     """``spec`` (default: ``UNTRAC_EXECUTOR``, else ``local``), checked."""
     value = (os.environ.get(EXECUTOR_VAR, "") if spec is None else spec).strip() or "local"
@@ -140,7 +128,6 @@ def executor_from(spec: str | None = None, workers: int | None = None) -> cf.Exe
     spec = executor_spec(spec)
     if spec == "local":
         return local_pool(workers)
-    from .engines import RayExecutor
 
     address = None if spec == "ray" else spec if spec.startswith("ray://") else spec[len("ray:"):]
     return RayExecutor(address=address, num_cpus=_per_task(CPUS_VAR, 1), num_gpus=_per_task(GPUS_VAR, 0))

@@ -2,7 +2,7 @@
 
 ``attribute(name, model, train_sets, test_sets, pad_id, config=None, **settings)`` runs any known
 method: the package's (one module per family declares its :class:`Method` s: UnTrac and
-UnTrac-Inv in :mod:`.untrac`, GradDot, GradCos and TracIn in :mod:`.gradients`, HIF in
+UnTrac-Inv in :mod:`.untrac`, GradDot, GradCos and TracIn in :mod:`.similarity`, HIF in
 :mod:`.hif`) and any registered with
 :func:`register`. Settings are typed: ``config`` is the method's settings dataclass, keyword
 ``settings`` override its fields (an unknown field is an error naming the method).

@@ -21,7 +21,8 @@ Note that the paper writes Eq. (7)-(8) with *sums* over examples; with mean loss
 by the factor ``N_k * N'_s``, which is irrelevant when the training sets have equal sizes (as in the
 paper's experiments) and for the normalised variants.
 
-With ``per_example=True`` the methods also score every training example (``Influence.example_values``,
+The methods themselves (settings, registration) are in :mod:`.similarity`. With
+``per_example=True`` they also score every training example (``Influence.example_values``,
 :mod:`.per_example`): GradDot ``<g_i, g_s>`` with example i's own loss gradient (the set's GradDot is
 the mean of its examples'), GradCos the cosine, TracIn the cosines summed over the checkpoints.
 """
@@ -31,7 +32,6 @@ import copy
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,6 @@ import torch
 from torch import nn
 
 from ..progress import bar
-from .registry import GRADIENT_BATCH, Method, Problem
-from .result import Cost, Influence, measure
 
 __all__ = [
     "LossFn",
@@ -278,76 +276,3 @@ def _work_copy(model: nn.Module, params: Sequence[torch.Tensor] | None) -> tuple
         raise ValueError(f"params at positions {missing} are not parameters of `model`")
     copied = dict(work.named_parameters())
     return work, [copied[names[id(p)]] for p in params]
-
-
-# ----------------------------------------------------------------------------- the methods
-
-@dataclass(frozen=True)
-class GradientSettings:
-    """GradDot / GradCos: gradients of the mean loss of each whole set, ``batch_size`` examples a pass;
-    ``per_example``: also score every training example (one backward pass per example)."""
-
-    batch_size: int = GRADIENT_BATCH
-    per_example: bool = field(default=False, kw_only=True, metadata={"fingerprint": "omit-default"})
-
-    def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"{type(self).__name__}.batch_size must be an int >= 1, not {self.batch_size!r}")
-        if not isinstance(self.per_example, bool):
-            raise ValueError(f"{type(self).__name__}.per_example must be True or False, not {self.per_example!r}")
-
-
-@dataclass(frozen=True)
-class TracInSettings(GradientSettings):
-    """TracIn: one learning rate per checkpoint (``None``: unweighted), normalised gradients."""
-
-    learning_rates: tuple[float, ...] | None = None
-    normalize: bool = True
-
-
-def _similarity(name: str) -> Callable[[Problem, GradientSettings], Influence]:
-    def compute(problem: Problem, settings: GradientSettings) -> Influence:
-        cost = Cost()
-        with measure(cost, next(problem.model.parameters()).device):
-            trains, tests = problem.batched(settings.batch_size)
-            losses = problem.counted_losses(cost)
-            g_train = dataset_gradients(problem.model, losses, trains)
-            g_test = dataset_gradients(problem.model, losses, tests)
-            values = (grad_dot if name == "GradDot" else grad_cos)(g_train, g_test)
-            if settings.per_example:
-                from .per_example import example_batches, example_scores
-
-                examples = example_scores(problem.model, losses, example_batches(problem.model, problem.train_sets,
-                                          problem.pad_id), g_test, normalize=name == "GradCos", progress=problem.progress)
-        result = problem.influence(name, values, cost, settings)
-        return replace(result, example_values=examples) if settings.per_example else result
-
-    return compute
-
-
-def _tracin(problem: Problem, settings: TracInSettings) -> Influence:
-    cost = Cost()
-    with measure(cost, next(problem.model.parameters()).device):
-        trains, tests = problem.batched(settings.batch_size)
-        losses = problem.counted_losses(cost)
-        values = tracin(problem.checkpoints, problem.model, losses, trains, tests,
-                        learning_rates=settings.learning_rates, normalize=settings.normalize)
-        if settings.per_example:
-            from .per_example import example_batches, tracin_examples
-
-            examples = tracin_examples(problem.checkpoints, problem.model, losses,
-                                       example_batches(problem.model, problem.train_sets, problem.pad_id), tests,
-                                       learning_rates=settings.learning_rates, normalize=settings.normalize,
-                                       progress=problem.progress)
-    result = problem.influence("TracIn", values, cost, settings, checkpoints=len(problem.checkpoints))
-    return replace(result, example_values=examples) if settings.per_example else result
-
-
-METHODS = (
-    Method("GradDot", GradientSettings(), _similarity("GradDot"), order=30,
-           summary="dot product of training- and test-set gradients (Eq. 9's first-order UnTrac)"),
-    Method("GradCos", GradientSettings(), _similarity("GradCos"), order=40,
-           summary="cosine of training- and test-set gradients"),
-    Method("TracIn", TracInSettings(), _tracin, needs=("checkpoints",), order=50,
-           summary="GradCos summed over training checkpoints (Eq. 7)"),
-)
