@@ -4,6 +4,8 @@ PY        ?= python3
 VENV      ?= .venv
 TORCH     ?= torch==2.13.0
 SCALE     ?= mini
+# pytest-xdist processes for make test (auto: one per core; 0: run in this process)
+TEST_WORKERS ?= auto
 # the offline data mirror: UNTRAC_DATA_DIR if set, else ../shared/data if it exists (`make data` writes one)
 MIRROR_DEFAULT := $(abspath ../shared/data)
 UNTRAC_DATA_DIR ?= $(wildcard $(MIRROR_DEFAULT))
@@ -52,7 +54,7 @@ check-mirror:
 # UNTRAC_DATA_DIR directory fails, and so does any missing mirror under UNTRAC_REQUIRE_MIRROR=1 (CI)
 test: setup
 	@$(call mirror_check,0,"The tests that need it (notebooks, corpora and test-set readers) will be SKIPPED.")
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # write an offline mirror from the Hugging Face hub (ToxiGen is gated: `huggingface-cli login` first,
 # or DATA_ARGS="--testsets winobias truthfulqa"); `python -m untrac.data.write_mirror --help` for DATA_ARGS
