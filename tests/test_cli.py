@@ -212,3 +212,11 @@ def test_the_console_script_is_declared():
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"untrac": "untrac.cli:main"}
+
+
+@pytest.mark.parametrize("module", ["untrac", "untrac.cli"])
+def test_python_dash_m_lists_the_methods(module):
+    run = subprocess.run([sys.executable, "-m", module, "methods"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr
+    assert "UnTrac-Inv" in run.stdout and "Overlap (TF-IDF)" in run.stdout

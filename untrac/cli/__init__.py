@@ -8,7 +8,7 @@
     untrac attribute --tiny --train a=a.jsonl --train b=b.jsonl --test t=t.jsonl   # offline plumbing check
     untrac methods                                                                 # methods and settings
 
-(also ``python -m untrac.cli ...``).  Every data set is a JSON Lines / JSON / CSV / TSV / Parquet /
+(also ``python -m untrac ...`` or ``python -m untrac.cli ...``).  Every data set is a JSON Lines / JSON / CSV / TSV / Parquet /
 text file, a directory saved with ``Dataset.save_to_disk`` (or holding data files), or a dataset
 name on the Hugging Face hub; its rows have ``prompt`` and ``target`` columns (only the target's
 tokens are scored) or a ``text`` column (every token scored).  The result is the tidy frame of
