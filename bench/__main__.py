@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 def table(rows: list[dict]) -> str:
     if not rows:
         return ""
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(k for r in rows for k in r))  # every key, in first-seen order
     out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     out += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(out)

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from untrac.accel import Accel
+from untrac.accel import Accel, resolve
 from untrac.data.batching import epoch_stream
 from untrac.methods.untrac import UnlearnConfig, Unlearner
 
@@ -54,6 +54,46 @@ def opt125m(device: torch.device) -> torch.nn.Module:
 
     torch.manual_seed(0)
     return OPTForCausalLM(OPTConfig()).to(device)
+
+
+TRAIN_BATCH = 8  # the paper's pretraining batch (blocks of 1,024 tokens)
+
+
+def training_rate(model: torch.nn.Module, device: torch.device, steps: int, batch: int = TRAIN_BATCH, seq: int = SEQ,
+                  accel: Accel | None = None, warmup: int = 2) -> float:
+    """Steps/s of the package's training step (``models.batch_loss`` + ``training.optimizer_step``,
+    AdamW lr 5e-5, clip 1.0, as ``training.train`` runs it) at ``batch`` x ``seq`` random tokens.
+
+    This is what pretraining the base and leave-one-out models costs per step: the dominant term of a
+    paper-scale run. ``model`` is trained in place (pass a copy)."""
+    from untrac.data.batching import batches
+    from untrac.models import batch_loss
+    from untrac.training import optimizer_step
+
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"training_rate needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    accel = resolve(accel)
+    data = batches(blocks((steps + warmup) * batch, seq, model.config.vocab_size, seed=2), batch,
+                   model.config.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, **accel.optimizer_kwargs("adamw"))
+    scaler = accel.grad_scaler(device)
+
+    def step(b: dict) -> None:
+        with accel.autocast(device):
+            loss = batch_loss(model, b)
+        optimizer_step(model, opt, loss, 1.0, scaler)
+
+    model.train()
+    with accel.runtime(device):
+        for b in data[:warmup]:
+            step(b)
+        sync(device)
+        t0 = time.perf_counter()
+        for b in data[warmup:]:
+            step(b)
+        sync(device)
+    model.eval()
+    return steps / (time.perf_counter() - t0)
 
 
 def run_paper(device: torch.device, steps: int, warmup: int, compile_: bool = False) -> tuple[list[dict], list[str]]:
@@ -112,6 +152,17 @@ def run_paper(device: torch.device, steps: int, warmup: int, compile_: bool = Fa
         if un is not None:
             del un
         jobs[name] = None
+    if device.type == "cuda":  # pretraining's step at the paper's batch (on CPU: minutes a step, skipped)
+        train_steps = max(steps // 5, 5)
+        for name, accel in (("training step, batch 8, plain fp32", None),
+                            ("training step, batch 8, bf16 + TF32 + fused AdamW",
+                             Accel(dtype="bf16", tf32=True, optimizer_impl="fused"))):
+            sps = training_rate(copy.deepcopy(model), device, train_steps, accel=accel)
+            tokens = sps * SEQ * TRAIN_BATCH
+            rows.append({"variant": name, "steps/s": f"{sps:.3f}", "tokens/s": f"{tokens:,.0f}",
+                         "model TFLOP/s (6N)": f"{6 * n * tokens / 1e12:.2f}",
+                         "MFU": "n/a" if peak is None else f"{6 * n * tokens / peak:.1%}",
+                         "40,000-step model (h)": f"{40_000 / sps / 3600:.2f}"})
     notes = [
         f"model: OPT-125M from transformers.OPTConfig() defaults (facebook/opt-125m), random init, N = {n:,} parameters",
         f"workload: batch 1 x {SEQ} tokens, Adam lr 5e-5, {steps} timed steps after {warmup} warm-up step(s), one timed run per variant",
@@ -120,4 +171,8 @@ def run_paper(device: torch.device, steps: int, warmup: int, compile_: bool = Fa
         f"projection: {BLOCKS_PER_CORPUS:,} blocks = {BLOCKS_PER_CORPUS:,} steps at batch 1 = "
         f"{6 * n * SEQ * BLOCKS_PER_CORPUS / 1e15:.1f} PFLOP, evaluations not included",
     ]
+    if device.type == "cuda":
+        notes.append(f"training rows (GPU only): the package's training step (batch_loss + optimizer_step, AdamW, clip 1) "
+                     f"at batch {TRAIN_BATCH} x {SEQ}; '40,000-step model' = one paper-scale pretraining run "
+                     "(base or leave-one-out model), checkpoints and evaluations not included")
     return rows, notes
