@@ -68,14 +68,14 @@ def training_rate(model: torch.nn.Module, device: torch.device, steps: int, batc
     paper-scale run. ``model`` is trained in place (pass a copy)."""
     from untrac.data.batching import batches
     from untrac.models import batch_loss
-    from untrac.training import optimizer_step
+    from untrac.training import make_optimizer, optimizer_step
 
     if steps < 1 or warmup < 0:
         raise ValueError(f"training_rate needs steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     accel = resolve(accel)
     data = batches(blocks((steps + warmup) * batch, seq, model.config.vocab_size, seed=2), batch,
                    model.config.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, **accel.optimizer_kwargs("adamw"))
+    opt = make_optimizer("adamw", model.parameters(), 5e-5, **accel.optimizer_kwargs("adamw"))
     scaler = accel.grad_scaler(device)
 
     def step(b: dict) -> None:

@@ -65,7 +65,6 @@ def worker_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return keep
 
 
-
 class RayExecutor(cf.Executor):
     """A :class:`concurrent.futures.Executor` whose calls run as Ray tasks.
 
@@ -86,7 +85,6 @@ class RayExecutor(cf.Executor):
 
     def __init__(self, address: str | None = None, num_cpus: float = 1, num_gpus: float = 0, max_retries: int = 3,
                  env: Mapping[str, str] | None = None, **init_kwargs: Any) -> None:
-
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name} must be a number >= 0, not {value!r}")
@@ -116,7 +114,6 @@ class RayExecutor(cf.Executor):
 
     def env(self) -> dict[str, str]:
         """The environment of a task submitted now."""
-
         return worker_env(self.extra_env)
 
     def _forget(self, future: cf.Future) -> None:

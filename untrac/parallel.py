@@ -128,7 +128,6 @@ def executor_from(spec: str | None = None, workers: int | None = None) -> cf.Exe
     spec = executor_spec(spec)
     if spec == "local":
         return local_pool(workers)
-
     address = None if spec == "ray" else spec if spec.startswith("ray://") else spec[len("ray:"):]
     return RayExecutor(address=address, num_cpus=_per_task(CPUS_VAR, 1), num_gpus=_per_task(GPUS_VAR, 0))
 

@@ -8,8 +8,7 @@
 * **Random**: standard normal scores drawn from ``seed`` (the run): a method that knows nothing.
   Its correlations average 0; their spread over runs is what chance alone gives on K points.
 
-Neither reads the model's weights (the model only fixes the vocabulary size), so both cost no
-forward or backward pass.
+Neither reads the model, so both cost no forward or backward pass.
 """
 from __future__ import annotations
 
@@ -39,13 +38,18 @@ class RandomSettings:
             raise ValueError(f"RandomSettings.seed must be an int >= 0, not {self.seed!r}")
 
 
+def _ids(ds: Dataset) -> np.ndarray:
+    """Every token id of every example of ``ds``, flat."""
+    return np.fromiter((t for example in ds["input_ids"] for t in example), dtype=np.int64)
+
+
+def _counts(ids: list[np.ndarray], vocab: int) -> np.ndarray:
+    return np.stack([np.bincount(a, minlength=vocab)[:vocab] for a in ids]).astype(float) if ids else np.zeros((0, vocab))
+
+
 def token_counts(sets: Mapping[str, Dataset], vocab: int) -> np.ndarray:
     """``[len(sets), vocab]``: how often each token id occurs in each set (all tokens of all examples)."""
-    out = np.zeros((len(sets), vocab))
-    for row, ds in enumerate(sets.values()):
-        ids = np.fromiter((t for example in ds["input_ids"] for t in example), dtype=np.int64)
-        out[row] = np.bincount(ids, minlength=vocab)[:vocab]
-    return out
+    return _counts([_ids(ds) for ds in sets.values()], vocab)
 
 
 def tfidf_cosine(train_counts: np.ndarray, test_counts: np.ndarray) -> np.ndarray:
@@ -58,18 +62,14 @@ def tfidf_cosine(train_counts: np.ndarray, test_counts: np.ndarray) -> np.ndarra
     return np.divide(a @ b.T, norms, out=np.zeros((len(a), len(b))), where=norms > 0)
 
 
-def _vocab(problem: Problem) -> int:
-    vocab = problem.model.get_input_embeddings().num_embeddings
-    largest = max(max((max(x) for x in ds["input_ids"] if x), default=-1)
-                  for ds in [*problem.train_sets.values(), *problem.test_sets.values()])
-    return max(vocab, largest + 1)
-
-
 def _overlap(problem: Problem, settings: OverlapSettings) -> Influence:
     cost = Cost()
     with measure(cost):
-        vocab = _vocab(problem)
-        values = tfidf_cosine(token_counts(problem.train_sets, vocab), token_counts(problem.test_sets, vocab))
+        train = [_ids(ds) for ds in problem.train_sets.values()]
+        test = [_ids(ds) for ds in problem.test_sets.values()]
+        # ids no set uses are zero columns: they change neither the idf of the others nor any cosine
+        vocab = 1 + max((int(a.max()) for a in train + test if a.size), default=0)
+        values = tfidf_cosine(_counts(train, vocab), _counts(test, vocab))
     return problem.influence("Overlap (TF-IDF)", values, cost, settings)
 
 
