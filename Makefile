@@ -3,6 +3,7 @@
 PY        ?= python3
 VENV      ?= .venv
 TORCH     ?= torch==2.13.0
+KRONFLUENCE ?= kronfluence==1.0.1
 SCALE     ?= mini
 # pytest-xdist processes for make test (auto: one per core; 0: run in this process)
 TEST_WORKERS ?= auto
@@ -37,7 +38,8 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev]"  # dev = pytest + the notebooks and ray extras
+	$(BIN)/python -m pip install -q -e ".[dev]"  # dev = pytest + the notebooks, ray, kronfluence and trak extras
+	$(BIN)/python -m pip install -q --no-deps "$(KRONFLUENCE)"  # see pyproject.toml: its torchvision pin is unused
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 

@@ -78,10 +78,14 @@ class SyntheticPreset:
         checks.positive_int("SyntheticPreset", "max_length", self.max_length)
 
 
+# TRAK's projection dimension by a rule fixed in advance: half the training examples, at most traker's
+# default 2,048 (X^T X must be invertible without a ridge: proj_dim < n_train). EK-FAC: kronfluence's
+# defaults (true Fisher, damping 0.1 x mean eigenvalue).
 _SYN_BASELINES_SMALL = {
     "GradDot": {}, "GradCos": {}, "TracIn": {},
     "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 256},
     "HIF (Arnoldi)": {"n_iters": 25, "top_p": 25, "hessian_examples": 256},
+    "TRAK": {"proj_dim": 512},  # 4 x 256 training examples
 }
 
 SYNTHETIC: dict[str, SyntheticPreset] = {
@@ -98,7 +102,8 @@ SYNTHETIC: dict[str, SyntheticPreset] = {
         families=("A", "B"),
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 3, "hessian_examples": 8},
-                   "HIF (Arnoldi)": {"n_iters": 4, "top_p": 3, "hessian_examples": 8}},
+                   "HIF (Arnoldi)": {"n_iters": 4, "top_p": 3, "hessian_examples": 8},
+                   "TRAK": {"proj_dim": 32}},  # 4 x 16 training examples
     ),
     "mini": SyntheticPreset(
         scale="mini",
@@ -200,7 +205,8 @@ CORPORA: dict[str, CorporaPreset] = {
         runs=2,
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 2, "hessian_examples": 4},
-                   "HIF (Arnoldi)": {"n_iters": 3, "top_p": 2, "hessian_examples": 4}},
+                   "HIF (Arnoldi)": {"n_iters": 3, "top_p": 2, "hessian_examples": 4},
+                   "TRAK": {"proj_dim": 12}},  # 8 x 3 training blocks
         max_docs={name: 20 for name in ("Pile-CC", "OpenWebText2", "CCNewsV2", "BookCorpus", "Stories",
                                         "PJ Gutenberg", "HackerNews", "Wikipedia")},
     ),
@@ -224,7 +230,8 @@ CORPORA: dict[str, CorporaPreset] = {
         runs=4,
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 8},
-                   "HIF (Arnoldi)": {"n_iters": 30, "top_p": 20, "hessian_examples": 32}},
+                   "HIF (Arnoldi)": {"n_iters": 30, "top_p": 20, "hessian_examples": 32},
+                   "TRAK": {"proj_dim": 256}},  # 8 x 64 training blocks
     ),
     "paper": CorporaPreset(
         scale="paper",
@@ -241,7 +248,9 @@ CORPORA: dict[str, CorporaPreset] = {
         runs=4,
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 256},
-                   "HIF (Arnoldi)": {"n_iters": 200, "top_p": 100, "hessian_examples": 256, "basis_device": "cpu"}},
+                   "HIF (Arnoldi)": {"n_iters": 200, "top_p": 100, "hessian_examples": 256, "basis_device": "cpu"},
+                   # ~5,000 test examples: full-rank preconditioned query gradients would need ~2.5 TB
+                   "EK-FAC": {"query_rank": 32}},
         device="auto",
         # Hub documents to stream per corpus: ~1.5x what the largest setting needs, from rough mean
         # document lengths (BookCorpus rows are single sentences, PG-19 rows whole books).

@@ -3,7 +3,8 @@
 ``attribute(name, model, train_sets, test_sets, pad_id, config=None, **settings)`` runs any known
 method: the package's (one module per family declares its :class:`Method` s: UnTrac and
 UnTrac-Inv in :mod:`.untrac`, GradDot, GradCos and TracIn in :mod:`.similarity`, HIF in
-:mod:`.hif`) and any registered with
+:mod:`.hif`, Overlap and Random in :mod:`.overlap`; EK-FAC in :mod:`.ekfac` and TRAK in :mod:`.trak`
+with their optional extras) and any registered with
 :func:`register`. Settings are typed: ``config`` is the method's settings dataclass, keyword
 ``settings`` override its fields (an unknown field is an error naming the method).
 """
@@ -19,10 +20,11 @@ from torch import nn
 from .. import checks
 from ..accel import Accel
 from ..models import check_token_ids
-from .registry import Method, Problem, available, builtin, get, register, unregister
+from .registry import Method, MissingExtra, Problem, available, builtin, get, register, unregister
 from .result import Cost, Influence, measure
 
-METHODS = tuple(m.name for m in builtin())  # the package's methods, in table order
+# the package's methods whose optional extras are installed, in table order (EK-FAC and TRAK need one)
+METHODS = tuple(m.name for m in builtin() if m.installed)
 
 
 def attribute(
@@ -46,6 +48,7 @@ def attribute(
     selects fast paths for the unlearning methods (:class:`untrac.accel.Accel`).
     """
     method = get(name)
+    method.check_installed()
     checks.model("model", model)
     checks.datasets("train_sets", train_sets)
     checks.datasets("test_sets", test_sets)
@@ -65,6 +68,6 @@ def settings_for(name: str, **overrides: Any) -> Any:
 
 
 __all__ = [
-    "METHODS", "Cost", "Influence", "Method", "Problem", "attribute", "available", "get", "measure", "register",
+    "METHODS", "Cost", "Influence", "Method", "MissingExtra", "Problem", "attribute", "available", "get", "measure", "register",
     "settings_for", "unregister",
 ]

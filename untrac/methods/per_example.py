@@ -10,6 +10,8 @@ declares no ``METHODS``: the methods stay in :mod:`.gradients` and :mod:`.untrac
 * UnTrac-Inv: the change of every training example's loss after unlearning the test set, evaluated
   in the very batches of the set-level value (:func:`indexed_eval_batches`, :func:`example_loss_vector`),
   so the mean over a set's examples is the set-level influence up to rounding.
+* EK-FAC (:mod:`.ekfac`) and TRAK (:mod:`.trak`): scores of every (training, test) example pair, averaged into
+  set scores and per-example scores by :func:`pairwise_to_sets`.
 
 Per-example gradients take one backward pass per example (one forward per batch of
 :func:`example_batches`, one example each): no per-example gradient is kept, only its ``S``
@@ -34,7 +36,7 @@ from .gradients import (LossFn, _per_example_losses, _resolve_checkpoint, _work_
 from .result import Cost
 
 __all__ = ["example_batches", "example_scores", "tracin_examples", "indexed_eval_batches", "example_loss_vector",
-           "split_examples"]
+           "split_examples", "example_rows", "pairwise_to_sets"]
 
 
 def example_batches(model: nn.Module, sets: Mapping[str, Dataset], pad_id: int) -> dict[str, list[dict[str, torch.Tensor]]]:
@@ -170,3 +172,32 @@ def split_examples(flat: np.ndarray, sizes: Mapping[str, int]) -> dict[str, np.n
     """Cut ``[..., sum n_k]`` (the per-example tail of :func:`example_loss_vector`) into one array per set."""
     bounds = np.cumsum([0, *sizes.values()])
     return {name: flat[..., bounds[i]:bounds[i + 1]] for i, name in enumerate(sizes)}
+
+
+# ----------------------------------------------------------------------------- pairwise scores
+
+def example_rows(sets: Mapping[str, Dataset]) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
+    """Every example of every set, concatenated in order, as ``{"input_ids", "labels"}`` rows (what
+    :func:`untrac.data.batching.collate` pads), and each set's size."""
+    rows, sizes = [], {}
+    for name, ds in sets.items():
+        check_nonempty(name, ds)
+        cols = ds.select_columns(["input_ids", "labels"])[:]
+        rows += [{"input_ids": a, "labels": b} for a, b in zip(cols["input_ids"], cols["labels"])]
+        sizes[name] = len(ds)
+    return rows, sizes
+
+
+def pairwise_to_sets(pairwise: np.ndarray, train_sizes: Mapping[str, int], test_sizes: Mapping[str, int]
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """From ``[n_train, n_test]`` example-pair scores (rows and columns in :func:`example_rows` order):
+    the ``[K, S]`` set scores (the mean over the pairs of training set k and test set s: a bilinear
+    score of mean gradients) and every training example's ``[n_k, S]`` scores (mean over each test set)."""
+    pairwise = np.asarray(pairwise, dtype=float)
+    if pairwise.shape != (sum(train_sizes.values()), sum(test_sizes.values())):
+        raise ValueError(f"pairwise scores of shape {pairwise.shape} for {sum(train_sizes.values())} training and "
+                         f"{sum(test_sizes.values())} test examples")
+    per_test = np.stack([part.mean(1) for part in split_examples(pairwise, test_sizes).values()], axis=1)
+    examples = split_examples(per_test.T, train_sizes)
+    examples = {name: v.T.copy() for name, v in examples.items()}
+    return np.stack([v.mean(0) for v in examples.values()]), examples

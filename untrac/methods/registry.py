@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,10 @@ class Problem:
         return Influence(method, self.train_names, self.test_names, values, cost=cost, config=config)
 
 
+class MissingExtra(ImportError):
+    """A method's optional dependency (an extra such as ``untrac[kronfluence]``) is not installed."""
+
+
 @dataclass(frozen=True)
 class Method:
     """One attribution method.
@@ -79,7 +84,9 @@ class Method:
     * ``defaults``: an instance of the method's frozen settings dataclass (its type is the schema);
     * ``compute(problem, settings) -> Influence``;
     * ``needs``: what the caller must supply (``"checkpoints"``: the training checkpoints);
-    * ``order``: where the method sits in tables; ``version``: bump when results change (cache).
+    * ``order``: where the method sits in tables; ``version``: bump when results change (cache);
+    * ``requires``: modules of an optional extra the method imports (when one is missing the method
+      is left out of the default tables and running it raises :class:`MissingExtra` with ``install``).
     """
 
     name: str
@@ -90,6 +97,8 @@ class Method:
     version: int = 1
     summary: str = ""
     hint: Mapping[str, str] = field(default_factory=dict)  # per need: how to supply it
+    requires: tuple[str, ...] = ()
+    install: str = ""  # how to install what ``requires`` names
 
     def __post_init__(self) -> None:
         if not dataclasses.is_dataclass(self.defaults) or isinstance(self.defaults, type):
@@ -97,6 +106,17 @@ class Method:
         unknown = set(self.needs) - set(NEEDS)
         if unknown:
             raise ValueError(f"method {self.name!r}: unknown needs {sorted(unknown)}; choose from {NEEDS}")
+
+    @property
+    def installed(self) -> bool:
+        """Whether every module in ``requires`` can be imported (looked up, not imported)."""
+        return all(importlib.util.find_spec(name) is not None for name in self.requires)
+
+    def check_installed(self) -> None:
+        missing = [name for name in self.requires if importlib.util.find_spec(name) is None]
+        if missing:
+            raise MissingExtra(f"method {self.name!r} needs {', '.join(missing)}, which is not installed: "
+                               f"{self.install or 'pip install ' + ' '.join(missing)}")
 
     @property
     def settings_type(self) -> type:

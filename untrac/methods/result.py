@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-PER_EXAMPLE = ("UnTrac-Inv", "GradDot", "GradCos", "TracIn")  # the built-in methods with per-example scores
+PER_EXAMPLE = ("UnTrac-Inv", "GradDot", "GradCos", "TracIn", "EK-FAC", "TRAK")  # the built-in methods with per-example scores
 
 
 @dataclass
