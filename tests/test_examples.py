@@ -243,3 +243,12 @@ def test_per_example_scores_survive_the_cache_and_at_step(tmp_path):
     assert result.at_step(1).example_values is not None and result.at_step(0).example_values is None
     with pytest.raises(ValueError, match=r"example_values\['b'\] has shape"):
         dataclasses.replace(result, example_values={"a": np.zeros((3, 2)), "b": np.zeros(2)})
+
+
+def test_spearman_chance_is_the_5_percent_level_of_independent_rankings():
+    from untrac.experiments.examples import spearman_chance
+
+    rng = np.random.default_rng(0)
+    null = [_spearman(rng.permutation(24), np.arange(24)) for _ in range(20_000)]
+    assert abs(np.quantile(null, 0.95) - spearman_chance(24)) < 0.02
+    assert abs(spearman_chance(12) - 0.497) < 0.01

@@ -316,10 +316,10 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
     return pd.DataFrame(rows)
 
 
-BLAME_METHODS = ("UnTrac-Inv", "GradDot", "TracIn")
+BLAME_METHODS = ("UnTrac-Inv", "GradDot", "TracIn", "EK-FAC", "TRAK")  # the installed ones by default
 
 
-def blame(setting: CorporaSetting, test_subset: str, index: int, run: int = 0, methods: Sequence[str] = BLAME_METHODS,
+def blame(setting: CorporaSetting, test_subset: str, index: int, run: int = 0, methods: Sequence[str] | None = None,
           k: int = 3, progress: bool = False) -> pd.DataFrame:
     """Which training passages does each method blame for one test example?
 
@@ -334,7 +334,7 @@ def blame(setting: CorporaSetting, test_subset: str, index: int, run: int = 0, m
     one = {test_subset: ds.select([index])}
     sample = setting.sample(run)
     rows = []
-    for method in methods:
+    for method in [m for m in BLAME_METHODS if m in METHODS] if methods is None else methods:
         config = replace(method_config(setting.preset, method, run), per_example=True)
         inf = cached_attribute(method, setting.base, sample, one, setting.pad_id, progress=progress, config=config)
         top = inf.top_examples(test_subset, k, train_sets=sample, tokenizer=setting.tokenizer)

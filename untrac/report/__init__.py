@@ -31,7 +31,7 @@ from .synthetic import (
 )
 from .corpora import (
     corpora_table, beside_paper, plot_noise_floor, plot_ground_truth_variants, plot_corpus_influence,
-    plot_cost_accuracy, plot_corpora_correlations, TABLE35_COLUMNS,
+    plot_cost_accuracy, plot_corpora_correlations, plot_example_check, TABLE35_COLUMNS,
 )
 from .sensitivity import plot_epoch_curves, plot_correlation_vs_change, paper_beside, plot_beside_paper
 from .unlearning import best_variants, plot_klom
@@ -41,7 +41,8 @@ __all__ = [
     "mean_std", "CAPTION_GID", "SCALE_GID", "PAPER_GID", "PAPER_STYLE", "BAR_WIDTH", "ERR_KWS",
     "plot_trajectories", "plot_standardised", "plot_correlations", "plot_correlation_over_steps",
     "example_rows", "corpora_table", "beside_paper", "plot_noise_floor", "plot_ground_truth_variants",
-    "plot_corpus_influence", "plot_cost_accuracy", "plot_corpora_correlations", "TABLE35_COLUMNS",
+    "plot_corpus_influence", "plot_cost_accuracy", "plot_corpora_correlations", "plot_example_check",
+    "TABLE35_COLUMNS",
     "plot_epoch_curves", "plot_correlation_vs_change", "paper_beside", "plot_beside_paper", "best_variants",
     "plot_klom",
 ]

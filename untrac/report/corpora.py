@@ -159,3 +159,24 @@ def plot_corpora_correlations(corr: pd.DataFrame, value: str = "pearson", *, pap
     extra = (f"Black diamonds and whiskers: the paper's {table} (OPT-125M on the real corpora, mean ± std over 4 runs), "
              "beside the bar of the same setting." if drawn else None)
     return annotate(grid.figure, text, scale, "\n".join(filter(None, [extra, caption])) or None)
+
+
+@themed
+def plot_example_check(correlations: pd.DataFrame, chance: float | None = None, *, scale: str | None = None,
+                       caption: str | None = None) -> plt.Figure:
+    """Per-example scores against exact leave-one-block-out effects: Spearman per method and test set
+    (bars: mean over the test set's subsets, error bars their sd); ``chance``: the 5% level of independence."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    sns.barplot(data=correlations, x="method", y="spearman", hue="testset", errorbar="sd", err_kws=ERR_KWS, ax=ax)
+    ax.axhline(0, color="black", lw=0.8)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls="--", lw=1, label=f"chance, 5% level ({chance:.2f})")
+    ax.set_xlabel("")
+    ax.set_ylabel("Spearman with exact effects")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    n = correlations.groupby("method").size().iloc[0] if len(correlations) else 0
+    text = (f"Each training block of a small pool is left out of a short full-batch fine-tuning of the base model; "
+            f"its exact effect on every test subset's loss is ranked against each method's per-block score "
+            f"({n} test subsets; bars: mean over a test set's subsets, error bars: their sd). Dashed: the Spearman "
+            "an independent ranking exceeds with 5% chance.")
+    return annotate(fig, text, scale, caption)
