@@ -114,6 +114,15 @@ def test_ekfac_runs_on_an_encoder_decoder_and_names_bad_modules(tokenizer, synth
                   progress=False)
 
 
+def test_ekfac_leaves_the_output_layer_out_unless_asked(tiny):
+    from untrac.methods.ekfac import trackable_copy
+
+    model = tiny[0]
+    default = trackable_copy(model, None)[1]
+    assert "lm_head.linear" not in default and "model.decoder.layers.0.fc1.linear" in default
+    assert "lm_head.linear" in trackable_copy(model, None, output_layer=True)[1]
+
+
 def test_gpt2_conv1d_becomes_the_same_linear():
     from transformers.pytorch_utils import Conv1D
 

@@ -249,7 +249,7 @@ CORPORA: dict[str, CorporaPreset] = {
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 256},
                    "HIF (Arnoldi)": {"n_iters": 200, "top_p": 100, "hessian_examples": 256, "basis_device": "cpu"},
-                   # ~5,000 test examples: full-rank preconditioned query gradients would need ~2.5 TB
+                   # ~5,000 test examples x 85M block parameters: full-rank query gradients would need ~1.7 TB
                    "EK-FAC": {"query_rank": 32}},
         device="auto",
         # Hub documents to stream per corpus: ~1.5x what the largest setting needs, from rough mean

@@ -93,10 +93,12 @@ def _traker_parts(params: list[torch.nn.Parameter]):
             return -example_losses(model, batch)
 
         def get_out_to_loss_grad(self, model, weights, buffers, batch):
-            return torch.ones(len(batch["input_ids"]), 1)
+            return torch.ones(len(batch), 1)
 
     class ExampleGradients(AbstractGradientComputer):
-        """Per-example gradients of ``f`` by one backward pass per example (our batches are dicts)."""
+        """Per-example gradients of ``f``: a "batch" is a list of one-example batches, each one forward
+        and one backward pass (a backward per example through a shared batch graph would cost a whole
+        batch's backward each)."""
 
         def __init__(self, model, task, grad_dim, dtype, device, grad_wrt=None) -> None:
             super().__init__(model, task, grad_dim, dtype, device)
@@ -105,11 +107,11 @@ def _traker_parts(params: list[torch.nn.Parameter]):
             self.model = model
 
         def compute_per_sample_grad(self, batch) -> torch.Tensor:
+            rows = []
             with torch.enable_grad():
-                out = self.modelout_fn.get_output(self.model, None, None, batch)
-                rows = []
-                for j in range(len(out)):
-                    grads = torch.autograd.grad(out[j], params, retain_graph=j < len(out) - 1, allow_unused=True)
+                for one in batch:
+                    (out,) = self.modelout_fn.get_output(self.model, None, None, one)
+                    grads = torch.autograd.grad(out, params, allow_unused=True)
                     rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1).float()
                                            for g, p in zip(grads, params)]))
             return torch.stack(rows)
@@ -156,10 +158,11 @@ def trak_pairwise(problem: Problem, settings: TRAKSettings, cost: Cost):
         raise ValueError(f"TRAK: {grad_dim} unprojected gradient dimensions >= {len(train_rows)} training examples "
                          "leaves X^T X singular; set TRAKSettings.lambda_reg > 0 or a proj_dim")
     task, computer = _traker_parts(params)
-    chunks = [(rows, collate(rows, problem.pad_id, encdec)) for rows in
-              (train_rows[i:i + settings.batch_size] for i in range(0, len(train_rows), settings.batch_size))]
-    tests = [(rows, collate(rows, problem.pad_id, encdec)) for rows in
-             (test_rows[i:i + settings.batch_size] for i in range(0, len(test_rows), settings.batch_size))]
+    def chunked(rows: list) -> list[list[dict[str, torch.Tensor]]]:  # traker's batches: lists of one-example batches
+        return [[collate([r], problem.pad_id, encdec) for r in rows[i:i + settings.batch_size]]
+                for i in range(0, len(rows), settings.batch_size)]
+
+    chunks, tests = chunked(train_rows), chunked(test_rows)
     # traker puts the model in eval mode (eval_mode restores the caller's after), takes the device as a
     # string (it tests `device != "cpu"`) and draws progress bars of its own (kept only with progress)
     quiet = contextlib.nullcontext() if problem.progress else contextlib.redirect_stderr(io.StringIO())
@@ -170,14 +173,14 @@ def trak_pairwise(problem: Problem, settings: TRAKSettings, cost: Cost):
                         use_half_precision=False, lambda_reg=float(settings.lambda_reg), logging_level=logging.ERROR,
                         grad_wrt=None if settings.params is None else list(settings.params))
         traker.load_checkpoint(state, model_id=0)
-        for rows, batch in chunks:
-            traker.featurize(batch=batch, num_samples=len(rows))
+        for batch in chunks:
+            traker.featurize(batch=batch, num_samples=len(batch))
         traker.finalize_features()
         if getattr(traker.projector, "num_blocks", 0) == 1:  # traker frees a one-block sketch and never redraws it
             traker.projector.generate_sketch_matrix(traker.projector.generator_states[0])
         traker.start_scoring_checkpoint(exp_name="untrac", checkpoint=state, model_id=0, num_targets=len(test_rows))
-        for rows, batch in tests:
-            traker.score(batch=batch, num_samples=len(rows))
+        for batch in tests:
+            traker.score(batch=batch, num_samples=len(batch))
         scores = np.array(traker.finalize_scores(exp_name="untrac"), dtype=float)
     n = len(train_rows) + len(test_rows)
     cost.forward_examples += n
