@@ -32,8 +32,7 @@ import functools
 import logging
 import tempfile
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -41,9 +40,9 @@ from torch import nn
 
 from ..data.batching import IGNORE, collate
 from ..models import example_losses, is_encoder_decoder, target_logits
-from .per_example import example_rows, pairwise_to_sets
+from .per_example import example_rows, pairwise_method
 from .registry import GRADIENT_BATCH, Method, Problem
-from .result import Cost, Influence, measure
+from .result import Cost
 
 STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
 INSTALL = ("pip install 'untrac[kronfluence]' && pip install --no-deps kronfluence==1.0.1  (kronfluence's torchvision "
@@ -232,16 +231,8 @@ def ekfac_pairwise(problem: Problem, settings: EKFACSettings, cost: Cost):
     return scores.T.double().cpu().numpy(), train_sizes, test_sizes
 
 
-def _ekfac(problem: Problem, settings: EKFACSettings) -> Influence:
-    cost = Cost()
-    with measure(cost, next(problem.model.parameters()).device):
-        pairwise, train_sizes, test_sizes = ekfac_pairwise(problem, settings, cost)
-        values, examples = pairwise_to_sets(pairwise, train_sizes, test_sizes)
-    result = problem.influence("EK-FAC", values, cost, settings)
-    return replace(result, example_values=examples) if settings.per_example else result
-
-
 METHODS = (
-    Method("EK-FAC", EKFACSettings(), _ekfac, order=74, requires=("kronfluence",), install=INSTALL,
+    Method("EK-FAC", EKFACSettings(), pairwise_method("EK-FAC", ekfac_pairwise), order=74,
+           requires=("kronfluence",), install=INSTALL,
            summary="influence function with kronfluence's eigenvalue-corrected Kronecker-factored Gauss-Newton"),
 )

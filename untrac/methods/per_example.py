@@ -19,8 +19,9 @@ scores, so memory stays that of ``S + 1`` gradients.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,10 +34,10 @@ from ..models import example_losses, is_encoder_decoder
 from ..progress import bar
 from .gradients import (LossFn, _per_example_losses, _resolve_checkpoint, _work_copy, dataset_gradients, eval_mode,
                         flat_params, flatten, normalize_grads)
-from .result import Cost
+from .result import Cost, measure
 
 __all__ = ["example_batches", "example_scores", "tracin_examples", "indexed_eval_batches", "example_loss_vector",
-           "split_examples", "example_rows", "pairwise_to_sets"]
+           "split_examples", "example_rows", "pairwise_to_sets", "pairwise_method"]
 
 
 def example_batches(model: nn.Module, sets: Mapping[str, Dataset], pad_id: int) -> dict[str, list[dict[str, torch.Tensor]]]:
@@ -201,3 +202,19 @@ def pairwise_to_sets(pairwise: np.ndarray, train_sizes: Mapping[str, int], test_
     examples = split_examples(per_test.T, train_sizes)
     examples = {name: v.T.copy() for name, v in examples.items()}
     return np.stack([v.mean(0) for v in examples.values()]), examples
+
+
+def pairwise_method(name: str, pairwise: Callable[[Any, Any, Cost], tuple[np.ndarray, dict[str, int], dict[str, int]]]
+                    ) -> Callable[[Any, Any], Any]:
+    """The ``compute(problem, settings)`` of a method whose ``pairwise(problem, settings, cost)`` gives
+    ``[n_train, n_test]`` example-pair scores: set scores, and per-example ones with ``per_example``."""
+
+    def compute(problem: Any, settings: Any) -> Any:
+        cost = Cost()
+        with measure(cost, next(problem.model.parameters()).device):
+            scores, train_sizes, test_sizes = pairwise(problem, settings, cost)
+            values, examples = pairwise_to_sets(scores, train_sizes, test_sizes)
+        result = problem.influence(name, values, cost, settings)
+        return dataclasses.replace(result, example_values=examples) if settings.per_example else result
+
+    return compute

@@ -19,11 +19,12 @@ its ``BasicProjector`` (normal entries, generated block by block on every call: 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import math
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -31,9 +32,9 @@ import torch
 from ..data.batching import collate
 from ..models import example_losses, is_encoder_decoder
 from .gradients import eval_mode
-from .per_example import example_rows, pairwise_to_sets
+from .per_example import example_rows, pairwise_method
 from .registry import Method, Problem
-from .result import Cost, Influence, measure
+from .result import Cost
 
 INSTALL = "pip install 'untrac[trak]'"
 SKETCH_BYTES = 2**28  # BasicProjector: at most this much projection matrix at a time
@@ -127,14 +128,9 @@ def _projector(settings: TRAKSettings, grad_dim: int, device: torch.device):
 
     if settings.proj_dim is None:
         return NoOpProjector(grad_dim=grad_dim, device=device)
-    if device.type == "cuda":
-        try:
-            import fast_jl  # noqa: F401
-
-            return CudaProjector(grad_dim=grad_dim, proj_dim=settings.proj_dim, seed=settings.seed,
-                                 proj_type=ProjectionType.rademacher, device=device, max_batch_size=32)
-        except ImportError:
-            pass
+    if device.type == "cuda" and importlib.util.find_spec("fast_jl") is not None:
+        return CudaProjector(grad_dim=grad_dim, proj_dim=settings.proj_dim, seed=settings.seed,
+                             proj_type=ProjectionType.rademacher, device=device, max_batch_size=32)
     block = max(1, min(settings.proj_dim, SKETCH_BYTES // (4 * grad_dim)))
     return BasicProjector(grad_dim=grad_dim, proj_dim=settings.proj_dim, seed=settings.seed,
                           proj_type=ProjectionType.normal, device=device, block_size=block, dtype=torch.float32)
@@ -158,6 +154,7 @@ def trak_pairwise(problem: Problem, settings: TRAKSettings, cost: Cost):
         raise ValueError(f"TRAK: {grad_dim} unprojected gradient dimensions >= {len(train_rows)} training examples "
                          "leaves X^T X singular; set TRAKSettings.lambda_reg > 0 or a proj_dim")
     task, computer = _traker_parts(params)
+
     def chunked(rows: list) -> list[list[dict[str, torch.Tensor]]]:  # traker's batches: lists of one-example batches
         return [[collate([r], problem.pad_id, encdec) for r in rows[i:i + settings.batch_size]]
                 for i in range(0, len(rows), settings.batch_size)]
@@ -190,16 +187,8 @@ def trak_pairwise(problem: Problem, settings: TRAKSettings, cost: Cost):
     return scores, train_sizes, test_sizes
 
 
-def _trak(problem: Problem, settings: TRAKSettings) -> Influence:
-    cost = Cost()
-    with measure(cost, next(problem.model.parameters()).device):
-        pairwise, train_sizes, test_sizes = trak_pairwise(problem, settings, cost)
-        values, examples = pairwise_to_sets(pairwise, train_sizes, test_sizes)
-    result = problem.influence("TRAK", values, cost, settings)
-    return replace(result, example_values=examples) if settings.per_example else result
-
-
 METHODS = (
-    Method("TRAK", TRAKSettings(), _trak, order=76, requires=("trak",), install=INSTALL,
+    Method("TRAK", TRAKSettings(), pairwise_method("TRAK", trak_pairwise), order=76,
+           requires=("trak",), install=INSTALL,
            summary="randomly projected per-example gradients with a Gauss-Newton kernel (traker)"),
 )
