@@ -126,6 +126,49 @@ def test_correlation_frame_per_testset_and_run():
     assert np.allclose(frame.loc[frame["method"] == "flipped", ["pearson", "spearman"]], -1.0)
 
 
+def test_correlation_frame_is_the_mean_of_the_subset_correlations():
+    from untrac.evaluate import correlation, select_testset, subset_correlation_frame
+    from untrac.experiments.corpora import TRUTH, correlation_frame
+
+    rng = np.random.default_rng(1)
+    tests = ["t1/a", "t1/b", "t2/a"]
+    truth = _influence(rng.normal(size=(8, 3)), tests, TRUTH)
+    runs = [{TRUTH: truth, "m": _influence(rng.normal(size=(8, 3)), tests, "m")} for _ in range(2)]
+    frame = correlation_frame({"equal": runs})
+    for row in frame.itertuples():
+        est, t = (select_testset(runs[row.run][k], row.testset) for k in ("m", TRUTH))
+        assert row.pearson == pytest.approx(correlation(est, t)) and row.spearman == pytest.approx(correlation(est, t, "spearman"))
+    assert len(subset_correlation_frame({"equal": runs})) == 2 * 3
+
+
+def _cells(gap: float, noise: float, seed: int = 0):
+    """Per (run, subset) correlations: a claimant ``gap`` above the best of two baselines, plus noise."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for run in range(4):
+        for s in range(8):
+            base = rng.normal(0.4, 0.1)
+            for method, shift in (("UnTrac", gap), ("GradDot", 0.0), ("GradCos", -0.2), ("Random", -0.4)):
+                rows.append({"setting": "equal", "testset": "t", "subset": f"t/{s}", "run": run, "method": method,
+                             "pearson": base + shift + rng.normal(0, noise)})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("gap, verdict", [(0.3, "holds"), (-0.3, "fails"), (0.0, "inconclusive")])
+def test_claim_verdicts_decide_by_the_bootstrap_ci(gap, verdict):
+    from untrac.evaluate import claim_verdicts
+
+    out = claim_verdicts(_cells(gap, noise=0.2), n_boot=1000)
+    best = out[out["versus"].str.endswith("(best baseline)")].iloc[0]
+    assert best["versus"] == "GradDot (best baseline)" and best["verdict"] == verdict
+    assert best["ci_low"] < best["difference"] < best["ci_high"]
+    assert abs(best["difference"] - gap) < 0.1
+    if gap >= 0:  # 0.4 or more above the Random row
+        assert out[out["versus"] == "Random (reference)"]["verdict"].iloc[0] == "holds"
+
+
 def test_influence_frame_standardises_over_corpora():
     from untrac.experiments.corpora import TRUTH, influence_frame
 

@@ -112,6 +112,13 @@ def steps_frame() -> pd.DataFrame:
 
 
 #: every plot function with arguments that exercise it (scale added by the test)
+def example_check_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    return pd.DataFrame([{"method": m, "test": f"{t}/{i}", "testset": t, "spearman": rng.uniform(-0.2, 0.9),
+                          "pearson": rng.uniform(-0.2, 0.9)}
+                         for m in ("GradDot", "TRAK") for t in ("toxigen", "winobias") for i in range(3)])
+
+
 PLOTS = {
     "plot_trajectories": lambda: report.plot_trajectories(trajectory_frame()),
     "plot_standardised": lambda: report.plot_standardised(standardised_frame()),
@@ -122,6 +129,7 @@ PLOTS = {
     "plot_corpus_influence": lambda: report.plot_corpus_influence(influence_frame()),
     "plot_cost_accuracy": lambda: report.plot_cost_accuracy(cost_frame()),
     "plot_corpora_correlations": lambda: report.plot_corpora_correlations(corpora_correlations(), "spearman"),
+    "plot_example_check": lambda: report.plot_example_check(example_check_frame(), 0.34),
     "plot_epoch_curves": lambda: report.plot_epoch_curves(epoch_frame()),
     "plot_correlation_vs_change": lambda: report.plot_correlation_vs_change(
         {"Figure 3 (epoch ends)": epoch_frame(), "Table 4 optimizers": optimizer_frame()}, 0.05),

@@ -4,6 +4,7 @@
   the K training datasets, per test subset, averaged over subsets (13 ToxiGen groups, ...).
 * :func:`standardise` — z-scores over the K datasets, per method (Table 2).
 * :func:`summarise` — mean, std and 95% confidence interval over runs.
+* :func:`claim_verdicts` — "UnTrac beats the baselines" decided by code: holds / fails / inconclusive.
 """
 from __future__ import annotations
 
@@ -143,23 +144,65 @@ def testsets_of(influence: Influence) -> list[str]:
     return list(dict.fromkeys(name.split("/", 1)[0] for name in influence.test_names))
 
 
-def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
-    """Tables 3 and 5: Pearson and Spearman with the truth, averaged over a test set's subsets.
-
-    One row per (setting, test set, run, method).
-    """
+def subset_correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Pearson and Spearman with the truth per test subset: one row per (setting, test set, subset,
+    run, method); NaN where a side is constant."""
     rows = []
     for setting, runs in results.items():
         for r, res in enumerate(runs):
             truth = res[TRUTH]
+            values = {method: {kind: per_subset_correlation(inf, truth, kind) for kind in CORRELATIONS}
+                      for method, inf in res.items() if method != TRUTH}
             for testset in testsets_of(truth):
-                t = select_testset(truth, testset)
-                for method, inf in res.items():
-                    if method == TRUTH:
-                        continue
-                    est = select_testset(inf, testset)
-                    rows.append({"setting": setting, "testset": testset, "run": r, "method": method,
-                                 "pearson": correlation(est, t, "pearson"), "spearman": correlation(est, t, "spearman")})
+                for method, v in values.items():
+                    rows += [{"setting": setting, "testset": testset, "subset": name, "run": r, "method": method,
+                              **{kind: float(c[s]) for kind, c in v.items()}}
+                             for s, name in enumerate(truth.test_names) if name.split("/", 1)[0] == testset]
+    return pd.DataFrame(rows)
+
+
+def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
+    """Tables 3 and 5: Pearson and Spearman with the truth, averaged over a test set's subsets
+    (:func:`correlation`). One row per (setting, test set, run, method)."""
+    cells = subset_correlation_frame(results)
+    keys = ["setting", "testset", "run", "method"]
+    return cells.groupby(keys, sort=False)[list(CORRELATIONS)].mean().reset_index()
+
+
+REFERENCES = ("Overlap (TF-IDF)", "Random")  # rows that ask no model
+
+
+def claim_verdicts(cells: pd.DataFrame, value: str = "pearson", claimants: Sequence[str] = ("UnTrac", "UnTrac-Inv"),
+                   level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """The paper's claim "UnTrac (-Inv) correlates with the truth better than the baselines", decided
+    by code per setting and test set: holds / fails / inconclusive at a ``level`` bootstrap CI.
+
+    ``cells``: :func:`subset_correlation_frame`. For each claimant, the difference of its ``value``
+    from that of (a) the best model-based baseline (highest mean; every method but the claimants and
+    :data:`REFERENCES`) and (b) each reference row, per (run, test subset) cell; its mean gets a
+    two-way bootstrap CI (runs and subsets resampled independently, ``n_boot`` draws, ``seed``).
+    "holds": the CI lies above 0; "fails": below; else "inconclusive". The runs share one base model
+    and one truth, so the CI covers the sample and the subsets, not training noise: a "holds" is
+    necessary, not sufficient.
+    """
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    rows = []
+    for (setting, testset), group in cells.groupby(["setting", "testset"], sort=False):
+        table = group.pivot_table(index="run", columns=["method", "subset"], values=value, dropna=False)
+        means = group.groupby("method", sort=False)[value].mean()
+        baselines = [m for m in means.index if m not in claimants and m not in REFERENCES]
+        rivals = ([("best baseline", means[baselines].idxmax())] if baselines else []) + \
+            [("reference", m) for m in REFERENCES if m in means.index]
+        for claimant in [c for c in claimants if c in means.index]:
+            for kind, rival in rivals:
+                diff = (table[claimant] - table[rival]).to_numpy()  # [runs, subsets]
+                r, s = diff.shape
+                boot = np.array([np.nanmean(diff[rng.integers(0, r, r)][:, rng.integers(0, s, s)]) for _ in range(n_boot)])
+                lo, hi = np.nanquantile(boot, [alpha, 1 - alpha])
+                rows.append({"setting": setting, "testset": testset, "method": claimant, "versus": f"{rival} ({kind})",
+                             "difference": float(np.nanmean(diff)), "ci_low": float(lo), "ci_high": float(hi),
+                             "verdict": "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"})
     return pd.DataFrame(rows)
 
 
