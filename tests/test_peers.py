@@ -200,3 +200,15 @@ def test_installed_peers_are_in_the_default_tables():
     from untrac.methods import METHODS
 
     assert {"EK-FAC", "TRAK"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("method, bad, field", [
+    ("EK-FAC", {"strategy": "kfax"}, "strategy"), ("EK-FAC", {"damping": -1.0}, "damping"),
+    ("EK-FAC", {"query_rank": 0}, "query_rank"), ("EK-FAC", {"modules": ()}, "modules"),
+    ("TRAK", {"proj_dim": 0}, "proj_dim"), ("TRAK", {"lambda_reg": -1.0}, "lambda_reg"), ("TRAK", {"params": ()}, "params"),
+])
+def test_bad_settings_name_the_field(method, bad, field):
+    from untrac.methods import settings_for
+
+    with pytest.raises(ValueError, match=rf"Settings\.{field} must be"):
+        settings_for(method, **bad)

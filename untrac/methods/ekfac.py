@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import checks
 from ..data.batching import IGNORE, collate
 from ..models import example_losses, is_encoder_decoder, target_logits
 from .per_example import example_rows, pairwise_method
@@ -69,17 +70,11 @@ class EKFACSettings:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"{name}.strategy must be one of {STRATEGIES}, not {self.strategy!r}")
-        if self.damping is not None and (isinstance(self.damping, bool) or not self.damping >= 0):
-            raise ValueError(f"{name}.damping must be None or a number >= 0, not {self.damping!r}")
-        for attr in ("batch_size", "query_rank", "seed"):
-            value = getattr(self, attr)
-            low = 0 if attr == "seed" else 1
-            if (value is not None or attr != "query_rank") and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < low):
-                raise ValueError(f"{name}.{attr} must be an int >= {low}{' or None' if attr == 'query_rank' else ''}, "
-                                 f"not {value!r}")
+        checks.one_of(name, "strategy", self.strategy, STRATEGIES)
+        checks.positive_float(name, "damping", self.damping, allow_none=True, allow_zero=True)
+        checks.positive_int(name, "batch_size", self.batch_size)
+        checks.positive_int(name, "query_rank", self.query_rank, allow_none=True)
+        checks.positive_int(name, "seed", self.seed, minimum=0)
         for attr in ("empirical_fisher", "output_layer", "per_example"):
             if not isinstance(getattr(self, attr), bool):
                 raise ValueError(f"{name}.{attr} must be True or False, not {getattr(self, attr)!r}")

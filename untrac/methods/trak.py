@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import checks
 from ..data.batching import collate
 from ..models import example_losses, is_encoder_decoder
 from .gradients import eval_mode
@@ -54,15 +55,10 @@ class TRAKSettings:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        for attr, low in (("proj_dim", 1), ("seed", 0), ("batch_size", 1)):
-            value = getattr(self, attr)
-            if attr == "proj_dim" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name}.{attr} must be an int >= {low}{' or None' if attr == 'proj_dim' else ''}, "
-                                 f"not {value!r}")
-        if isinstance(self.lambda_reg, bool) or not isinstance(self.lambda_reg, (int, float)) or not self.lambda_reg >= 0:
-            raise ValueError(f"{name}.lambda_reg must be a number >= 0, not {self.lambda_reg!r}")
+        checks.positive_int(name, "proj_dim", self.proj_dim, allow_none=True)
+        checks.positive_int(name, "seed", self.seed, minimum=0)
+        checks.positive_int(name, "batch_size", self.batch_size)
+        checks.positive_float(name, "lambda_reg", self.lambda_reg, allow_zero=True)
         if self.params is not None and (not self.params or not all(isinstance(p, str) for p in self.params)):
             raise ValueError(f"{name}.params must be None or a non-empty tuple of parameter names, not {self.params!r}")
         if not isinstance(self.per_example, bool):
