@@ -56,7 +56,7 @@ check-mirror:
 # UNTRAC_DATA_DIR directory fails, and so does any missing mirror under UNTRAC_REQUIRE_MIRROR=1 (CI)
 test: setup
 	@$(call mirror_check,0,"The tests that need it (notebooks, corpora and test-set readers) will be SKIPPED.")
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(if $(filter 0,$(TEST_WORKERS)),,--dist worksteal)
 
 # write an offline mirror from the Hugging Face hub (ToxiGen is gated: `huggingface-cli login` first,
 # or DATA_ARGS="--testsets winobias truthfulqa"); `python -m untrac.data.write_mirror --help` for DATA_ARGS

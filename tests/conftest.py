@@ -141,3 +141,9 @@ def tiny(tokenizer, synthetic_raw):
     model = build_model(tiny_spec(), tokenizer, seed=0).double()
     enc = {k: encode(v, tokenizer) for k, v in synthetic_raw.items()}
     return model, {k: v for k, v in enc.items() if k != "test"}, {"test": enc["test"]}, tokenizer.pad_token_id
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest tests (every notebook at smoke scale, the device check's CPU part) first, so that the
+    parallel workers of ``make test`` finish together instead of one waiting on a late notebook."""
+    items.sort(key=lambda item: 0 if "smoke_scale" in item.nodeid or "device_check_cpu_part" in item.nodeid else 1)

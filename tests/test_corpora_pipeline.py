@@ -1,15 +1,12 @@
-"""The Section 5.2 pipeline (untrac.experiments.corpora) and notebook 02 at smoke scale."""
+"""The Section 5.2 pipeline (untrac.experiments.corpora); notebook 02 itself runs in tests/test_notebooks.py."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-
-import untrac
 
 from conftest import needs_mirror
 
@@ -312,23 +309,6 @@ def test_noise_floor_reports_seed_spread():
 # ----------------------------------------------------------------------------------------------
 # Notebook 02 at smoke scale
 # ----------------------------------------------------------------------------------------------
-
-
-@needs_mirror
-def test_notebook_02_runs_at_smoke_scale(tmp_path, monkeypatch):
-    import papermill
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel inherits it: no thread oversubscription in CI
-    figures = tmp_path / "figures"
-    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "02.ipynb"), cwd=str(NOTEBOOK.parent),
-                               parameters={"scale": "smoke", "figures_dir": str(figures), "progress": False},
-                               kernel_name="python3", progress_bar=False)
-    for name in ("table3_pearson", "table5_spearman", "noise_floor", "figure4_ground_truth", "corpus_influence",
-                 "cost_accuracy"):
-        assert (figures / f"02_{name}.csv").exists() and (figures / f"02_{name}.png").exists(), name
-    table3 = pd.read_csv(figures / "02_table3_pearson.csv")
-    assert list(table3.columns[:3]) == ["method", "toxigen/equal", "toxigen/equal (paper)"] and len(table3) == len(untrac.METHODS)
-    assert any(Path(os.environ["UNTRAC_CACHE"]).glob("models/*"))  # the kernel used the test's cache
 
 
 def test_notebook_02_is_saved_without_outputs_and_tagged():

@@ -97,6 +97,16 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
     streams = sum(len("".join(o.get("text", ""))) for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "stream")
     assert streams < 20_000, f"{streams} characters of text output (progress bars?) in the executed notebook"
 
+    if notebook.name.startswith("02"):  # every installed method has its row in Tables 3 and 5
+        import pandas as pd
+        import untrac
+
+        for name in ("table3_pearson", "table5_spearman", "table3_verdicts", "noise_floor", "example_check"):
+            assert (tmp_path / "figures" / f"02_{name}.csv").exists(), name
+        table3 = pd.read_csv(tmp_path / "figures" / "02_table3_pearson.csv")
+        assert list(table3.columns[:3]) == ["method", "toxigen/equal", "toxigen/equal (paper)"]
+        assert list(table3["method"]) == list(untrac.METHODS)
+
     rerun = _nbval(executed, tmp_path / "fresh-cache")
     assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"
     if notebook.name.startswith("03"):  # the check bites: a changed number in a tagged table fails it
