@@ -213,6 +213,12 @@ def example_losses(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch
     if (counts == 0).any():
         raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
     logits, labels = target_logits(model, batch)
+    return mean_target_nll(logits, labels, counts)
+
+
+def mean_target_nll(logits: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per example, the mean NLL of ``labels`` (``[B, T]``, -100 ignored; ``counts`` targets each)
+    under ``logits`` (``[B, T, V]``, aligned by :func:`target_logits`)."""
     counts = counts.to(logits.device, non_blocking=True)
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()  # the NLL in full precision under autocast

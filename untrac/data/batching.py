@@ -111,6 +111,12 @@ def collate(rows: list[Mapping[str, list[int]]], pad_id: int, encoder_decoder: b
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
+def example_rows(dataset: Dataset) -> list[dict[str, list[int]]]:
+    """Every example as an ``{"input_ids", "labels"}`` row, in order (what :func:`collate` pads)."""
+    cols = dataset.select_columns(["input_ids", "labels"])[:]
+    return [{"input_ids": a, "labels": b} for a, b in zip(cols["input_ids"], cols["labels"])]
+
+
 def batches(
     dataset: Dataset,
     batch_size: int,
@@ -127,8 +133,7 @@ def batches(
     """
     check_nonempty("batches input", dataset)
     check_batch_size(batch_size)
-    cols = dataset.select_columns(["input_ids", "labels"])[:]
-    rows = [{"input_ids": a, "labels": b} for a, b in zip(cols["input_ids"], cols["labels"])]
+    rows = example_rows(dataset)
     order = np.arange(len(rows))
     if shuffle:
         order = np.random.default_rng(seed).permutation(len(rows))

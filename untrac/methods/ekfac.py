@@ -35,12 +35,11 @@ import warnings
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import checks
 from ..data.batching import IGNORE, collate
-from ..models import example_losses, is_encoder_decoder, target_logits
+from ..models import example_losses, is_encoder_decoder, mean_target_nll, target_logits
 from .per_example import example_rows, pairwise_method
 from .registry import GRADIENT_BATCH, Method, Problem
 from .result import Cost
@@ -166,9 +165,7 @@ def _language_model_task(tracked: list[str], seed: int, encdec: bool):
                 probs = torch.softmax(logits.detach().float().reshape(-1, logits.shape[-1]), -1)
                 drawn = torch.multinomial(probs.cpu(), 1, generator=self.generator).view(labels.shape)
                 drawn = torch.where(labels == IGNORE, IGNORE, drawn.to(labels.device))
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), drawn.reshape(-1), ignore_index=IGNORE,
-                                  reduction="none").view(labels.shape)
-            return (nll.sum(1) / (drawn != IGNORE).sum(1)).sum()
+            return mean_target_nll(logits, drawn, (drawn != IGNORE).sum(1)).sum()
 
         def compute_measurement(self, batch, model):
             return example_losses(model, batch).sum()

@@ -30,6 +30,7 @@ from datasets import Dataset
 from torch import nn
 
 from ..data.batching import batches, check_nonempty
+from ..data.batching import example_rows as batching_rows
 from ..models import example_losses, is_encoder_decoder
 from ..progress import bar
 from .gradients import (LossFn, _per_example_losses, _resolve_checkpoint, _work_copy, dataset_gradients, eval_mode,
@@ -178,13 +179,12 @@ def split_examples(flat: np.ndarray, sizes: Mapping[str, int]) -> dict[str, np.n
 # ----------------------------------------------------------------------------- pairwise scores
 
 def example_rows(sets: Mapping[str, Dataset]) -> tuple[list[dict[str, list[int]]], dict[str, int]]:
-    """Every example of every set, concatenated in order, as ``{"input_ids", "labels"}`` rows (what
-    :func:`untrac.data.batching.collate` pads), and each set's size."""
+    """Every example of every set, concatenated in order, as rows (:func:`untrac.data.batching.example_rows`),
+    and each set's size."""
     rows, sizes = [], {}
     for name, ds in sets.items():
         check_nonempty(name, ds)
-        cols = ds.select_columns(["input_ids", "labels"])[:]
-        rows += [{"input_ids": a, "labels": b} for a, b in zip(cols["input_ids"], cols["labels"])]
+        rows += batching_rows(ds)
         sizes[name] = len(ds)
     return rows, sizes
 
@@ -198,9 +198,8 @@ def pairwise_to_sets(pairwise: np.ndarray, train_sizes: Mapping[str, int], test_
     if pairwise.shape != (sum(train_sizes.values()), sum(test_sizes.values())):
         raise ValueError(f"pairwise scores of shape {pairwise.shape} for {sum(train_sizes.values())} training and "
                          f"{sum(test_sizes.values())} test examples")
-    per_test = np.stack([part.mean(1) for part in split_examples(pairwise, test_sizes).values()], axis=1)
-    examples = split_examples(per_test.T, train_sizes)
-    examples = {name: v.T.copy() for name, v in examples.items()}
+    per_test = np.stack([part.mean(1) for part in split_examples(pairwise, test_sizes).values()])  # [S, n_train]
+    examples = {name: v.T for name, v in split_examples(per_test, train_sizes).items()}
     return np.stack([v.mean(0) for v in examples.values()]), examples
 
 

@@ -108,12 +108,16 @@ class Method:
             raise ValueError(f"method {self.name!r}: unknown needs {sorted(unknown)}; choose from {NEEDS}")
 
     @property
+    def missing(self) -> list[str]:
+        """The modules in ``requires`` that cannot be imported (looked up, not imported)."""
+        return [name for name in self.requires if importlib.util.find_spec(name) is None]
+
+    @property
     def installed(self) -> bool:
-        """Whether every module in ``requires`` can be imported (looked up, not imported)."""
-        return all(importlib.util.find_spec(name) is not None for name in self.requires)
+        return not self.missing
 
     def check_installed(self) -> None:
-        missing = [name for name in self.requires if importlib.util.find_spec(name) is None]
+        missing = self.missing
         if missing:
             raise MissingExtra(f"method {self.name!r} needs {', '.join(missing)}, which is not installed: "
                                f"{self.install or 'pip install ' + ' '.join(missing)}")
