@@ -35,7 +35,7 @@ GPU_PRESET = {  # OPT-125M shapes on the mini preset's data and tokenizer, a sho
     "model__n_layers": 12, "model__d_model": 768, "model__n_heads": 12, "model__d_ff": 3072, "model__max_positions": 512,
     "block_size": 256, "blocks_per_corpus": 256, "train__steps": 200, "train__batch_size": 8, "train__lr": 6e-4,
     "train__checkpoint_every": 100, "anneal": None, "sample_blocks": 32, "test_examples": 16, "runs": 2, "device": "cuda",
-    "settings": ["equal"], "classic": False, "noise_seeds": [],
+    "settings": ["equal"], "classic": False, "seeds": [0],
 }  # train lr 6e-4: GPT-3's for 125M parameters (fixed in advance, not tuned here)
 CPU_PRESET = {"runs": 1, "settings": ["equal"], "classic": False}  # the smoke preset, one run: proves the script end to end
 

@@ -42,10 +42,6 @@ else:  # notebook 02's work, phase by phase
     t = time.perf_counter()
     results = corpora.corpora_experiment(preset, progress=False)
     phases["attributions"] = time.perf_counter() - t
-    if preset.noise_seeds:
-        t = time.perf_counter()
-        corpora.noise_floor(preset, progress=False)
-        phases["noise-floor models"] = time.perf_counter() - t
     table = evaluate.correlation_frame(results).round(12).to_dict("records")
 print(json.dumps({"seconds": time.perf_counter() - t0, "phases": phases, "table": table}))
 """

@@ -147,7 +147,8 @@ def _cells(gap: float, noise: float, seed: int = 0):
     for run in range(4):
         for s in range(8):
             base = rng.normal(0.4, 0.1)
-            for method, shift in (("UnTrac", gap), ("GradDot", 0.0), ("GradCos", -0.2), ("Random", -0.4)):
+            for method, shift in (("UnTrac", gap), ("GradDot", 0.0), ("GradCos", -0.2), ("Random", -0.4),
+                                  ("Ceiling (one seed's exact truth)", 0.8)):
                 rows.append({"setting": "equal", "testset": "t", "subset": f"t/{s}", "run": run, "method": method,
                              "pearson": base + shift + rng.normal(0, noise)})
     return pd.DataFrame(rows)
@@ -164,6 +165,9 @@ def test_claim_verdicts_decide_by_the_bootstrap_ci(gap, verdict):
     assert abs(best["difference"] - gap) < 0.1
     if gap >= 0:  # 0.4 or more above the Random row
         assert out[out["versus"] == "Random (reference)"]["verdict"].iloc[0] == "holds"
+    # the ceiling row is never "the best baseline"; it is its own comparison, which no claimant here reaches
+    ceiling = out[out["versus"] == "Ceiling (one seed's exact truth)"]
+    assert len(ceiling) == 1 and ceiling["verdict"].iloc[0] == "fails"
 
 
 def test_influence_frame_standardises_over_corpora():
@@ -274,7 +278,7 @@ def test_corpora_setting_models_truth_and_cache(monkeypatch):
     sample = s.sample(0)
     assert all(len(v) == p.sample_blocks for v in sample.values())
     run = ec.corpora_run(s, 0, methods=("GradDot", "UnTrac"), progress=False)
-    assert list(run) == [ec.TRUTH, "GradDot", "UnTrac"] and run["UnTrac"].values.shape == (8, 26)
+    assert list(run) == [ec.TRUTH, "GradDot", "UnTrac", ec.CEILING] and run["UnTrac"].values.shape == (8, 26)
     assert run["UnTrac"].steps == [0, 2, 3]  # 3 sampled blocks, batch 1, evaluated every 2 steps and at the end
     with pytest.raises(ValueError, match="unknown method .Shapley"):
         ec.corpora_run(s, 0, methods=("Shapley",), progress=False)
@@ -288,22 +292,53 @@ def test_corpora_setting_models_truth_and_cache(monkeypatch):
 
 
 @needs_mirror
-def test_noise_floor_reports_seed_spread():
+def test_seeds_give_heldout_truths_a_ceiling_and_the_noise_floor():
+    """Every seed trains its own base and counterfactuals; run r attributes on seed r's model and is
+    scored against the mean of the other seeds' truths; the ceiling row is its own seed's truth;
+    the noise floor is computed from the per-seed truths (checked here against numpy by hand)."""
     import torch
 
+    import untrac
     from untrac.experiments import corpora as ec
     from untrac import preset
 
     torch.set_num_threads(1)
-    p = preset("corpora", "smoke", noise_seeds=(1, 2))
-    frame = ec.noise_floor(p, progress=False)
-    assert list(frame["testset"]) == ["toxigen", "winobias", "truthfulqa"]
-    assert list(frame["subsets"]) == [13, 4, 9]
-    assert (frame["seed_change"] > 0).all() and (frame["corpus_spread"] > 0).all()
-    np.testing.assert_allclose(frame["ratio"], frame["corpus_spread"] / frame["seed_change"])
+    p = preset("corpora", "smoke", seeds=(0, 1, 2), runs=4)
     s = ec.corpora_setting(p, "equal", progress=False)
-    truth = ec.select_testset(s.truth, "winobias").values
-    assert frame.loc[1, "corpus_spread"] == pytest.approx(truth.std(axis=0, ddof=1).mean())
+    assert s.seeds == [0, 1, 2] and len({t.key for t in s.bases.values()}) == 3
+    assert s.base is s.bases[0] and s.counterfactuals is s.counterfactuals_by_seed[0]
+    # seed 0 is the one-seed experiment's model (same cache entry): adding seeds changes nothing for it
+    one = ec.corpora_setting(preset("corpora", "smoke", seeds=(0,)), "equal", progress=False)
+    assert one.base.key == s.base.key
+    stack = np.stack([s.truths[k].values for k in (0, 1, 2)])
+    assert np.abs(stack[0] - stack[1]).max() > 0  # the seeds' truths differ: training noise
+    np.testing.assert_allclose(s.truth.values, stack.mean(0))
+    np.testing.assert_allclose(s.heldout_truth(1).values, (stack[0] + stack[2]) / 2)
+    np.testing.assert_array_equal(one.heldout_truth(0).values, one.truths[0].values)  # one seed: its own
+    assert [s.run_seed(r) for r in range(4)] == [0, 1, 2, 0]
+    run = ec.corpora_run(s, 2, methods=("GradDot",), progress=False)
+    assert list(run) == [ec.TRUTH, "GradDot", ec.CEILING]
+    np.testing.assert_allclose(run[ec.TRUTH].values, (stack[0] + stack[1]) / 2)
+    np.testing.assert_array_equal(run[ec.CEILING].values, stack[2])
+    graddot = untrac.attribute("GradDot", s.bases[2].model, s.sample(2), s.tests, s.pad_id)
+    np.testing.assert_allclose(run["GradDot"].values, graddot.values, rtol=1e-6)  # seed 2's model
+    assert list(ec.corpora_run(one, 0, methods=("GradDot",), progress=False)) == [ec.TRUTH, "GradDot"]
+
+    frame = ec.noise_floor(p, progress=False)
+    assert list(frame["testset"]) == ["toxigen", "winobias", "truthfulqa"] and list(frame["subsets"]) == [13, 4, 9]
+    cols = [i for i, n in enumerate(s.truth.test_names) if n.startswith("winobias/")]
+    row = frame.set_index("testset").loc["winobias"]
+    spread = stack.mean(0)[:, cols].std(axis=0, ddof=1).mean()
+    sd = stack[:, :, cols].std(axis=0, ddof=1).mean()
+    assert row["corpus_spread"] == pytest.approx(spread) and row["seed_sd"] == pytest.approx(sd)
+    assert row["ratio"] == pytest.approx(spread / (sd / np.sqrt(3)))
+    assert row["ratio_heldout"] == pytest.approx(spread / (sd / np.sqrt(2)))
+    agree = np.mean([[np.corrcoef(stack[k][:, j], np.delete(stack, k, 0).mean(0)[:, j])[0, 1] for j in cols]
+                     for k in range(3)])
+    assert row["seed_agreement"] == pytest.approx(agree)
+    assert np.isnan(ec.noise_floor(preset("corpora", "smoke", seeds=(0,)), progress=False)["ratio"]).all()
+    with pytest.raises(ValueError, match="seeds"):
+        preset("corpora", "smoke", seeds=(1, 1))
 
 
 # ----------------------------------------------------------------------------------------------

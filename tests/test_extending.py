@@ -109,15 +109,27 @@ def test_a_custom_family_and_method_run_through_the_pipeline_and_tables(toy_meth
     try:
         p = untrac.preset("synthetic", "smoke", families=("R",), runs=2, baselines={"Overlap": {"binary": True}})
         results = synthetic.synthetic_experiment(p, methods=("UnTrac", "GradDot", "Overlap"), progress=False)
+        assert list(results) == ["R"] and len(results["R"]) == 2
+        run = results["R"][1]
+        assert run["Ground truth"].train_names == ["reverse", "backwards", "upper", "count"]
+        # run 1 trains with seeds 1 and 2: the methods see seed 1's model, the truth is seed 2's, the ceiling seed 1's
+        tokenizer, base = synthetic.synthetic_setup(p, progress=False)
+        _, train_sets, test_sets = synthetic.synthetic_data(p, "R", 1, tokenizer, base)
+        per_seed = synthetic.synthetic_truths(p, train_sets, test_sets, 1, tokenizer.pad_token_id, base, progress=False)
+        assert synthetic.run_seeds(p, 1) == list(per_seed) == [1, 2]
+        np.testing.assert_array_equal(run["Ground truth"].values, per_seed[2][1].values)
+        np.testing.assert_array_equal(run[evaluate.CEILING].values, per_seed[1][1].values)
+        graddot = untrac.attribute("GradDot", per_seed[1][0].model, train_sets, test_sets, tokenizer.pad_token_id)
+        np.testing.assert_allclose(run["GradDot"].values, graddot.values, rtol=1e-6)
+        noise = synthetic.synthetic_noise_floor(p, progress=False)
+        assert list(noise[["family", "run"]].itertuples(index=False, name=None)) == [("R", 0), ("R", 1)]
+        assert noise.loc[1, "seed_sd"] == pytest.approx(np.abs(per_seed[2][1].values - per_seed[1][1].values).mean() / np.sqrt(2))
     finally:
         synthetic._FAMILIES.pop("R")
-    assert list(results) == ["R"] and len(results["R"]) == 2
-    run = results["R"][0]
-    assert run["Ground truth"].train_names == ["reverse", "backwards", "upper", "count"]
     corr = evaluate.correlation_table(results["R"])
     table = report.mean_std(corr.assign(family="R"), "method", "family", "pearson")
-    assert list(table["method"]) == ["UnTrac", "GradDot", "Overlap"]
+    assert list(table["method"]) == ["UnTrac", "GradDot", "Overlap", evaluate.CEILING]
     z = evaluate.standardised_frame(results)
-    assert set(z["method"]) == {"Ground truth", "UnTrac", "GradDot", "Overlap"}
+    assert set(z["method"]) == {"Ground truth", "UnTrac", "GradDot", "Overlap", evaluate.CEILING}
     with pytest.raises(ValueError, match="one of the package's"):
         synthetic.register_family("A", reverse_family)

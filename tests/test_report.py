@@ -50,7 +50,8 @@ def corpora_correlations() -> pd.DataFrame:
 
 
 def noise_frame() -> pd.DataFrame:
-    return pd.DataFrame({"testset": ["toxigen", "winobias"], "corpus_spread": [0.05, 0.03], "seed_change": [0.02, 0.01]})
+    return pd.DataFrame({"testset": ["toxigen", "winobias"], "seeds": [3, 3], "corpus_spread": [0.05, 0.03],
+                         "seed_sd": [0.02, 0.01], "heldout_se": [0.014, 0.007], "truth_se": [0.012, 0.006]})
 
 
 def variants_frame() -> pd.DataFrame:

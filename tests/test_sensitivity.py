@@ -79,3 +79,25 @@ def test_paper_beside_keeps_grid_order_and_hand_computed_cells():
     assert row.loc["U", "5e-05"] == "0.200 ± 0.141"  # mean 0.2, sample std sqrt(0.02)
     assert row.loc["U", "0.0001"] == "0.500 ± 0.000 (0.377 ± 0.040)"
     assert row.loc["V", "5e-05"] == "-0.100 ± 0.141" and pd.isna(row.loc["V", "0.0001"])
+
+
+def test_ordering_verdicts_test_the_papers_orderings_on_paired_runs():
+    import pandas as pd
+
+    from untrac import paper
+    from untrac.evaluate import ordering_verdicts
+
+    rng = np.random.default_rng(0)
+    shift = {"sgd": -0.3, "sgd_momentum": 0.0, "rmsprop": 0.3, "adam": 0.0, "adafactor": 0.0}  # ours, vs adam
+    ours = pd.DataFrame([{"method": m, "optimizer": o, "run": r, "pearson": 0.5 + d + base + rng.normal(0, 0.02)}
+                         for m in ("UnTrac", "UnTrac-Inv") for r, base in enumerate(rng.normal(0, 0.3, 4))
+                         for o, d in shift.items()])
+    out = ordering_verdicts(ours, paper.TABLE4_OPTIMIZER, "optimizer", n_boot=500).set_index(["method", "claim"])
+    # UnTrac's paper best is Adam (0.419); RMSProp (0.418) is within min_gap: no claim about it
+    assert set(out.loc["UnTrac"].index) == {"adam beats sgd", "adam beats sgd_momentum", "adam beats adafactor"}
+    assert out.loc[("UnTrac", "adam beats sgd"), "verdict"] == "holds"  # 0.3 better, run to run paired
+    assert out.loc[("UnTrac-Inv", "adam beats rmsprop"), "verdict"] == "fails"  # ours: RMSProp 0.3 better
+    assert out.loc[("UnTrac", "adam beats sgd_momentum"), "verdict"] == "inconclusive"
+    assert out.loc[("UnTrac", "adam beats sgd"), "paper_difference"] == pytest.approx(0.419 + 0.147)
+    row = out.loc[("UnTrac", "adam beats sgd")]
+    assert row["ci_low"] < row["difference"] < row["ci_high"] and row["difference"] == pytest.approx(0.3, abs=0.05)

@@ -16,7 +16,7 @@ import pandas as pd
 from scipy import stats
 
 from .methods.result import Influence
-from .truth import NAME as TRUTH
+from .truth import CEILING, NAME as TRUTH, mean_truth
 
 CORRELATIONS = ("pearson", "spearman")
 
@@ -169,6 +169,36 @@ def correlation_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) 
     return cells.groupby(keys, sort=False)[list(CORRELATIONS)].mean().reset_index()
 
 
+def seed_noise(truths: Sequence[Influence], columns: Sequence[int] | None = None) -> dict[str, float]:
+    """How far a ground truth is above its training noise, from one truth per training seed.
+
+    Over the test sets ``columns`` (default: all; each quantity is the mean over them, in nats):
+    ``spread`` — std over the training sets of the mean truth; ``seed_sd`` — std over seeds of one
+    seed's truth (mean over training sets): the noise of a single-model truth; ``truth_se`` =
+    seed_sd / sqrt(seeds) and ``heldout_se`` = seed_sd / sqrt(seeds - 1): the noise of the mean over
+    all seeds and over all but one (what a run on one seed's model is scored against); ``ratio``,
+    ``ratio_heldout``, ``ratio_one_seed``: spread over each of them; ``above`` — share of test sets
+    whose spread exceeds their held-out noise; ``agreement`` — mean over seeds of the Pearson
+    correlation of one seed's truth with the other seeds' mean (the ceiling). NaN with one seed.
+    """
+    stack = np.stack([t.values for t in truths])  # [seeds, K, S]
+    cols = list(range(stack.shape[2])) if columns is None else list(columns)
+    stack, n = stack[:, :, cols], len(truths)
+    spread = stack.mean(0).std(0, ddof=1)
+    if n < 2:
+        nan = float("nan")
+        return {"seeds": n, "spread": float(spread.mean()), "seed_sd": nan, "truth_se": nan, "heldout_se": nan,
+                "ratio": nan, "ratio_heldout": nan, "ratio_one_seed": nan, "above": nan, "agreement": nan}
+    sd = stack.std(0, ddof=1).mean(0)  # per test set
+    agreement = np.nanmean([per_subset_correlation(t, mean_truth([o for i, o in enumerate(truths) if i != k]))[cols]
+                            for k, t in enumerate(truths)])
+    m, sd_mean = float(spread.mean()), float(sd.mean())
+    return {"seeds": n, "spread": m, "seed_sd": sd_mean, "truth_se": sd_mean / np.sqrt(n),
+            "heldout_se": sd_mean / np.sqrt(n - 1), "ratio": m / (sd_mean / np.sqrt(n)),
+            "ratio_heldout": m / (sd_mean / np.sqrt(n - 1)), "ratio_one_seed": m / sd_mean,
+            "above": float(np.mean(spread > sd / np.sqrt(n - 1))), "agreement": float(agreement)}
+
+
 REFERENCES = ("Overlap (TF-IDF)", "Random")  # rows that ask no model
 
 
@@ -179,30 +209,68 @@ def claim_verdicts(cells: pd.DataFrame, value: str = "pearson", claimants: Seque
 
     ``cells``: :func:`subset_correlation_frame`. For each claimant, the difference of its ``value``
     from that of (a) the best model-based baseline (highest mean; every method but the claimants and
-    :data:`REFERENCES`) and (b) each reference row, per (run, test subset) cell; its mean gets a
-    two-way bootstrap CI (runs and subsets resampled independently, ``n_boot`` draws, ``seed``).
-    "holds": the CI lies above 0; "fails": below; else "inconclusive". The runs share one base model
-    and one truth, so the CI covers the sample and the subsets, not training noise: a "holds" is
-    necessary, not sufficient.
+    :data:`REFERENCES`), (b) each reference row and (c) the ceiling row (:data:`untrac.truth.CEILING`,
+    where present: one seed's exact truth; a claimant can at best tie it), per (run, test subset)
+    cell; its mean gets a two-way bootstrap CI (runs and subsets resampled independently, ``n_boot``
+    draws, ``seed``). "holds": the CI lies above 0; "fails": below; else "inconclusive". Where runs
+    use different training seeds and are scored against the other seeds' truth (notebook 02), the CI
+    covers training noise too; where they share one model and truth, only the sample and the subsets.
     """
     rng = np.random.default_rng(seed)
-    alpha = (1 - level) / 2
     rows = []
     for (setting, testset), group in cells.groupby(["setting", "testset"], sort=False):
         table = group.pivot_table(index="run", columns=["method", "subset"], values=value, dropna=False)
         means = group.groupby("method", sort=False)[value].mean()
-        baselines = [m for m in means.index if m not in claimants and m not in REFERENCES]
+        baselines = [m for m in means.index if m not in claimants and m not in REFERENCES and m != CEILING]
         rivals = ([("best baseline", means[baselines].idxmax())] if baselines else []) + \
-            [("reference", m) for m in REFERENCES if m in means.index]
+            [("reference", m) for m in REFERENCES if m in means.index] + \
+            ([("ceiling", CEILING)] if CEILING in means.index else [])
         for claimant in [c for c in claimants if c in means.index]:
             for kind, rival in rivals:
                 diff = (table[claimant] - table[rival]).to_numpy()  # [runs, subsets]
-                r, s = diff.shape
-                boot = np.array([np.nanmean(diff[rng.integers(0, r, r)][:, rng.integers(0, s, s)]) for _ in range(n_boot)])
-                lo, hi = np.nanquantile(boot, [alpha, 1 - alpha])
-                rows.append({"setting": setting, "testset": testset, "method": claimant, "versus": f"{rival} ({kind})",
-                             "difference": float(np.nanmean(diff)), "ci_low": float(lo), "ci_high": float(hi),
-                             "verdict": "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"})
+                versus = rival if kind == "ceiling" else f"{rival} ({kind})"
+                rows.append({"setting": setting, "testset": testset, "method": claimant, "versus": versus,
+                             **bootstrap_verdict(diff, rng, level, n_boot)})
+    return pd.DataFrame(rows)
+
+
+def bootstrap_verdict(diff: np.ndarray, rng: np.random.Generator, level: float = 0.95, n_boot: int = 4000) -> dict:
+    """Mean of ``diff`` ([runs] or [runs, subsets]: a claimed advantage per cell), its two-way bootstrap
+    CI (rows and columns resampled independently) and the verdict: "holds" when the CI lies above 0,
+    "fails" below, else "inconclusive"."""
+    diff = np.asarray(diff, dtype=float).reshape(len(diff), -1)
+    r, s = diff.shape
+    boot = np.array([np.nanmean(diff[rng.integers(0, r, r)][:, rng.integers(0, s, s)]) for _ in range(n_boot)])
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(boot, [alpha, 1 - alpha])
+    return {"difference": float(np.nanmean(diff)), "ci_low": float(lo), "ci_high": float(hi),
+            "verdict": "holds" if lo > 0 else "fails" if hi < 0 else "inconclusive"}
+
+
+def ordering_verdicts(ours: pd.DataFrame, theirs: pd.DataFrame, column: str, value: str = "pearson",
+                      min_gap: float = 0.05, level: float = 0.95, n_boot: int = 4000, seed: int = 0) -> pd.DataFrame:
+    """The paper's orderings in a grid (Table 4), decided by code on ours.
+
+    ``ours``: one row per (method, ``column``, run) with ``value``; ``theirs``: the paper's ``method``,
+    ``column``, ``mean``. Per method, every claim "the paper's best column beats column c" whose paper
+    gap is at least ``min_gap`` is tested on our runs: the per-run difference (same run = same sample
+    and seed on both sides), a bootstrap CI over runs, and holds / fails / inconclusive
+    (:func:`bootstrap_verdict`). The rule is fixed by the paper's numbers alone.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for method, paper in theirs.groupby("method", sort=False):
+        if method not in set(ours["method"]):
+            continue
+        paper = paper.set_index(column)["mean"]
+        best = paper.idxmax()
+        table = ours[ours["method"] == method].pivot_table(index="run", columns=column, values=value)
+        for other, gap in (paper[best] - paper).items():
+            if other == best or gap < min_gap or best not in table or other not in table:
+                continue
+            rows.append({"method": method, "claim": f"{best:g} beats {other:g}" if isinstance(best, float)
+                         else f"{best} beats {other}", "paper_difference": float(gap),
+                         **bootstrap_verdict((table[best] - table[other]).to_numpy(), rng, level, n_boot)})
     return pd.DataFrame(rows)
 
 

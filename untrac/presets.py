@@ -71,9 +71,14 @@ class SyntheticPreset:
     families: tuple[str, ...] = ("A", "B")
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_length: int = 96
+    # training seeds per run: run r fine-tunes (and leaves each training set out) with seeds r, r+1, ...;
+    # the methods see seed r's model and are scored against the other seeds' mean truth (the ceiling
+    # row: seed r's own truth, scored the same way); 1: the paper's one model, scored against its own truth
+    seeds_per_run: int = 1
 
     def __post_init__(self) -> None:
         _check_common(self)
+        checks.positive_int("SyntheticPreset", "seeds_per_run", self.seeds_per_run)
         checks.positive_int("SyntheticPreset", "n_examples", self.n_examples)
         checks.positive_int("SyntheticPreset", "max_length", self.max_length)
 
@@ -104,6 +109,7 @@ SYNTHETIC: dict[str, SyntheticPreset] = {
                    "HIF (LiSSA)": {"iterations": 3, "hessian_examples": 8},
                    "HIF (Arnoldi)": {"n_iters": 4, "top_p": 3, "hessian_examples": 8},
                    "TRAK": {"proj_dim": 32}},  # 4 x 16 training examples
+        seeds_per_run=2,
     ),
     "mini": SyntheticPreset(
         scale="mini",
@@ -118,6 +124,7 @@ SYNTHETIC: dict[str, SyntheticPreset] = {
         untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=None, steps=50, eval_every=5),
         runs=4,
         baselines=_SYN_BASELINES_SMALL,
+        seeds_per_run=3,
     ),
     "paper": SyntheticPreset(
         scale="paper",
@@ -152,8 +159,14 @@ class CorporaPreset:
     * Each of the ``runs`` draws ``sample_blocks`` training blocks per corpus (seed = run) to
       estimate influence with (the paper: 10,000 of 40,000), and ``test_examples`` examples per
       test subset (paper: 256).
-    * ``noise_seeds``: the base model of the ``equal`` setting is also trained with these other
-      data-order seeds, to measure how much the test losses move by chance (the noise floor).
+    * ``seeds``: training seeds (initialisation and data order). The base model and every
+      leave-one-corpus-out counterfactual are trained once per seed; a seed's ground truth is the
+      loss change between its own models. Run ``r`` attributes on the base model of seed
+      ``seeds[r % len(seeds)]`` and is scored against the truth of the *other* seeds (their mean), so a
+      method's model never shares training noise with the truth it is scored against; with two or
+      more seeds the experiment also gives a noise floor (the truth's seed-to-seed spread) and a
+      ceiling (one seed's exact truth scored the same way). One seed: the paper's single model, scored
+      against its own truth.
     * ``classic``: also train the classic leave-dataset-out variant (fewer steps; Appendix A.1,
       Figure 4) in the ``different`` setting.
     * ``device``: ``"cpu"``, ``"cuda"`` or ``"auto"`` (CUDA when available).
@@ -174,7 +187,7 @@ class CorporaPreset:
     settings: tuple[str, ...] = ("equal", "different")
     testsets: tuple[str, ...] = ("toxigen", "winobias", "truthfulqa")
     baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
-    noise_seeds: tuple[int, ...] = (1,)
+    seeds: tuple[int, ...] = (0,)
     classic: bool = True
     device: str = "cpu"
     max_docs: dict[str, int] | None = None  # documents streamed per corpus from the hub (paper scale)
@@ -185,6 +198,10 @@ class CorporaPreset:
             checks.positive_int("CorporaPreset", name, getattr(self, name))
         for name in self.settings:
             checks.one_of("CorporaPreset", "settings", name, ("equal", "different"))
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"CorporaPreset.seeds must be distinct training seeds, at least one; got {self.seeds!r}")
+        for seed in self.seeds:
+            checks.integer("CorporaPreset", "seeds", seed)
 
 
 _OPT_125M = "facebook/opt-125m"
@@ -207,6 +224,7 @@ CORPORA: dict[str, CorporaPreset] = {
                    "HIF (LiSSA)": {"iterations": 2, "hessian_examples": 4},
                    "HIF (Arnoldi)": {"n_iters": 3, "top_p": 2, "hessian_examples": 4},
                    "TRAK": {"proj_dim": 12}},  # 8 x 3 training blocks
+        seeds=(0, 1),
         max_docs={name: 20 for name in ("Pile-CC", "OpenWebText2", "CCNewsV2", "BookCorpus", "Stories",
                                         "PJ Gutenberg", "HackerNews", "Wikipedia")},
     ),
@@ -227,7 +245,9 @@ CORPORA: dict[str, CorporaPreset] = {
         # wrecks this tiny model (+1 to +50 nats on every test set) and the influences measure damage.
         untrac=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=1, epochs=1, eval_every=16),
         untrac_inv=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=None, epochs=5),
-        runs=4,
+        # three training seeds, one run on each seed's model (issue 14: runs vary the training seed)
+        runs=3,
+        seeds=(0, 1, 2),
         baselines={"GradDot": {}, "GradCos": {}, "TracIn": {},
                    "HIF (LiSSA)": {"iterations": 10, "hessian_examples": 8},
                    "HIF (Arnoldi)": {"n_iters": 30, "top_p": 20, "hessian_examples": 32},
@@ -291,7 +311,8 @@ class SensitivityPreset:
 SENSITIVITY: dict[str, SensitivityPreset] = {
     "smoke": SensitivityPreset(scale="smoke", runs=2, epochs=2, evals_per_epoch=1,
                                optimizers=("sgd", "adam"), learning_rates=(5e-5, 5e-4)),
-    "mini": SensitivityPreset(scale="mini", epochs=4, evals_per_epoch=2),
+    # batch 8: a large batch that still takes several steps per epoch (the whole set takes one)
+    "mini": SensitivityPreset(scale="mini", epochs=4, evals_per_epoch=2, batch_sizes=(1, 8, None)),
     "paper": SensitivityPreset(scale="paper"),
 }
 

@@ -6,7 +6,7 @@ models' cache entries, keyed by them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from datasets import Dataset
@@ -18,6 +18,9 @@ from .models import evaluation_batches, set_losses
 from .training import Trained
 
 NAME = "Ground truth"
+# one training seed's exact leave-dataset-out influence, scored against the truth of the other seeds
+# like any method: the best a method that sees one trained model can do (notebook 02's ceiling row)
+CEILING = "Ceiling (one seed's exact truth)"
 
 
 def ground_truth(
@@ -33,6 +36,15 @@ def ground_truth(
     before = set_losses(base, tests)
     values = np.stack([set_losses(m, tests) for m in counterfactuals.values()]) - before
     return Influence(name, list(counterfactuals), list(test_sets), values)
+
+
+def mean_truth(truths: Sequence[Influence], name: str = NAME) -> Influence:
+    """The mean of several ground truths over the same training and test sets (e.g. one per training seed)."""
+    first = truths[0]
+    for t in truths[1:]:
+        if t.train_names != first.train_names or t.test_names != first.test_names:
+            raise ValueError("ground truths over different training or test sets cannot be averaged")
+    return Influence(name, list(first.train_names), list(first.test_names), np.mean([t.values for t in truths], axis=0))
 
 
 @cache.cached("influence", version=1)

@@ -36,16 +36,16 @@ from ..data.batching import encode, quiet_maps
 from ..data.corpora import CORPUS_NAMES, corpus_seed, different_sizes, pretraining_mixture, sample_rows
 from ..data.mirror import mirror_fingerprint
 from ..data.testsets import load_testset
-from ..evaluate import correlation_frame, influence_frame, select_testset, testsets_of
+from ..evaluate import correlation_frame, influence_frame, seed_noise, select_testset, testsets_of
 from ..evaluate import cost_frame as evaluate_cost_frame
 from ..methods import METHODS, Influence
 from ..methods import get as get_method
-from ..models import build_model, evaluation_batches, set_losses
+from ..models import build_model
 from ..presets import CorporaPreset
 from ..progress import bar
 from ..parallel import prefetch
 from ..training import Trained, fit, leave_dataset_out, leave_dataset_out_calls
-from ..truth import NAME as TRUTH, cached_ground_truth
+from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, mean_truth
 from .setup import attribution_call, cached_attribute, method_config, project_tokenizer
 
 SETTINGS = ("equal", "different")
@@ -123,9 +123,12 @@ def train_model(init: nn.Module, train_sets: Mapping[str, Dataset], preset: Corp
 class CorporaSetting:
     """Everything one setting (equal or different sizes) needs: data, models and ground truth.
 
-    ``tests`` holds every test subset (``"toxigen/asian"``, ...); ``truth`` is the fixed-step
-    leave-dataset-out influence on all of them (Eq. 1), ``classic_truth`` the classic variant
-    (Appendix A.1) when it was trained.
+    ``tests`` holds every test subset (``"toxigen/asian"``, ...). Per training seed of the preset:
+    ``bases[seed]`` (theta_0), ``counterfactuals_by_seed[seed]`` (every theta_{-k}) and
+    ``truths[seed]``, the fixed-step leave-dataset-out influence between them (Eq. 1). ``truth`` is
+    their mean; :meth:`heldout_truth` the mean of the *other* seeds' (what a run on one seed's model
+    is scored against). ``base`` / ``counterfactuals`` are the first seed's models (the ones notebook 03,
+    the blame table and the per-example check use); ``classic_truth`` (Appendix A.1) is the first seed's.
     """
 
     preset: CorporaPreset
@@ -133,15 +136,42 @@ class CorporaSetting:
     tokenizer: Any
     train_sets: dict[str, Dataset]
     tests: dict[str, Dataset]
-    base: Trained
-    counterfactuals: dict[str, Trained]
-    truth: Influence
+    bases: dict[int, Trained]
+    counterfactuals_by_seed: dict[int, dict[str, Trained]]
+    truths: dict[int, Influence]
     classic: dict[str, Trained] | None = None
     classic_truth: Influence | None = None
 
     @property
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.bases)
+
+    @property
+    def base(self) -> Trained:
+        return self.bases[self.seeds[0]]
+
+    @property
+    def counterfactuals(self) -> dict[str, Trained]:
+        return self.counterfactuals_by_seed[self.seeds[0]]
+
+    @property
+    def truth(self) -> Influence:
+        """The ground truth averaged over every training seed."""
+        return mean_truth(list(self.truths.values()))
+
+    def run_seed(self, run: int) -> int:
+        """The training seed whose base model run ``run`` attributes on (the seeds in turn)."""
+        return self.seeds[run % len(self.seeds)]
+
+    def heldout_truth(self, seed: int) -> Influence:
+        """The truth a method run on seed ``seed``'s model is scored against: the mean over the other
+        seeds (so it shares no training noise with that model), or the seed's own with one seed."""
+        others = [t for s, t in self.truths.items() if s != seed]
+        return mean_truth(others or [self.truths[seed]])
 
     def sample(self, run: int) -> dict[str, Dataset]:
         """The training blocks run ``run`` estimates influence from (``preset.sample_blocks`` per corpus)."""
@@ -151,17 +181,22 @@ class CorporaSetting:
         """The subsets of one test set, e.g. ``setting.testset("toxigen")``."""
         return select_tests(self.tests, name)
 
-    def truth_for(self, testset: str, variant: str = "fixed") -> Influence:
-        """The ground truth restricted to one test set (``variant="classic"``: Appendix A.1)."""
-        truth = self.truth if variant == "fixed" else self.classic_truth
-        if truth is None:
-            raise ValueError(f"the {variant!r} ground truth was not computed for the {self.setting!r} setting")
-        return select_testset(truth, testset)
+    def truth_for(self, testset: str, variant: str = "fixed", seed: int | None = None) -> Influence:
+        """The ground truth restricted to one test set: the mean over seeds, or with ``seed`` the truth
+        a run on that seed's model is scored against (:meth:`heldout_truth`); ``variant="classic"``:
+        Appendix A.1's (first seed only)."""
+        if variant == "classic":
+            if self.classic_truth is None:
+                raise ValueError(f"the 'classic' ground truth was not computed for the {self.setting!r} setting")
+            return select_testset(self.classic_truth, testset)
+        if variant != "fixed":
+            raise ValueError(f"unknown variant {variant!r}; choose 'fixed' or 'classic'")
+        return select_testset(self.truth if seed is None else self.heldout_truth(seed), testset)
 
 
-def initial_model(preset: CorporaPreset, tokenizer: Any) -> nn.Module:
-    """The random initialisation every model of the experiment starts from (seed 0), on the preset's device."""
-    return build_model(preset.model, tokenizer, seed=0).to(resolve_device(preset.device))
+def initial_model(preset: CorporaPreset, tokenizer: Any, seed: int = 0) -> nn.Module:
+    """The random initialisation every model of training seed ``seed`` starts from, on the preset's device."""
+    return build_model(preset.model, tokenizer, seed=seed).to(resolve_device(preset.device))
 
 
 _LOADED: dict[str, CorporaSetting] = {}
@@ -169,36 +204,51 @@ _LOADED: dict[str, CorporaSetting] = {}
 
 def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool | None = None,
                     progress: bool = True) -> CorporaSetting:
-    """Data, base model, leave-one-corpus-out counterfactuals and ground truth of one setting (cached).
+    """Data, base models, leave-one-corpus-out counterfactuals and ground truths of one setting (cached).
 
-    ``classic`` (default: ``preset.classic`` in the ``different`` setting only) also trains the
-    classic variant, whose counterfactuals see every remaining block once as often as the base
-    model sees the whole mixture (fewer steps). Notebook 03 calls this for the models and data of
-    its sweeps: ``s = corpora_setting(preset, "equal")``; ``s.base.model``, ``s.sample(run)``,
-    ``s.testset("toxigen")``, ``s.truth_for("toxigen")``.
+    Every training seed of ``preset.seeds`` (initialisation and data order) gets its own base model
+    and counterfactuals; all of them train in parallel worker processes. ``classic`` (default:
+    ``preset.classic`` in the ``different`` setting only) also trains the classic variant for the
+    first seed, whose counterfactuals see every remaining block once as often as the base model sees
+    the whole mixture (fewer steps). Notebook 03 calls this for the models and data of its sweeps:
+    ``s = corpora_setting(preset, "equal")``; ``s.base.model``, ``s.sample(run)``,
+    ``s.testset("toxigen")``, ``s.truth_for("toxigen", seed=s.seeds[0])``.
     """
     memo = cache.fingerprint(cache.cache_root().as_posix(), mirror_fingerprint(), preset, setting)
     out = _LOADED.get(memo)
+    want_classic = classic if classic is not None else (preset.classic and setting == "different")
     if out is None:
         tokenizer = project_tokenizer(preset.model, preset.tokenizer)
         pad = tokenizer.pad_token_id
         train_sets = training_sets(preset, setting, tokenizer)
         tests = test_sets(preset, tokenizer)
-        init = initial_model(preset, tokenizer)
-        base, counterfactuals = leave_dataset_out(init, train_sets, preset.train, pad, anneal=preset.anneal,
-                                                  progress=progress)
-        truth = cached_ground_truth(base, counterfactuals, tests, pad)
-        out = _LOADED[memo] = CorporaSetting(preset, setting, tokenizer, train_sets, tests, base, counterfactuals, truth)
-    want_classic = classic if classic is not None else (preset.classic and setting == "different")
+        inits = {seed: initial_model(preset, tokenizer, seed) for seed in preset.seeds}
+        calls = [c for seed, init in inits.items()
+                 for c in leave_dataset_out_calls(init, train_sets, preset.train, pad, anneal=preset.anneal, seed=seed)]
+        if want_classic:
+            calls += _classic_calls(inits[preset.seeds[0]], train_sets, preset, pad)
+        prefetch(calls, progress=progress, desc=f"{setting} sizes: models")
+        bases, counterfactuals, truths = {}, {}, {}
+        for seed, init in inits.items():
+            bases[seed], counterfactuals[seed] = leave_dataset_out(init, train_sets, preset.train, pad,
+                                                                   anneal=preset.anneal, seed=seed, progress=progress)
+            truths[seed] = cached_ground_truth(bases[seed], counterfactuals[seed], tests, pad)
+        out = _LOADED[memo] = CorporaSetting(preset, setting, tokenizer, train_sets, tests, bases, counterfactuals, truths)
     if want_classic and out.classic is None:
-        init = initial_model(preset, out.tokenizer)
+        init = initial_model(preset, out.tokenizer, out.seeds[0])
         train_sets, pad = out.train_sets, out.pad_id
-        calls = leave_dataset_out_calls(init, train_sets, preset.train, pad, "classic", anneal=preset.anneal)
-        prefetch([c for c in calls if c[2]["exclude"] is not None], progress=progress, desc="classic models")
-        out.classic = {k: train_model(init, train_sets, preset, pad, exclude=k, variant="classic", progress=progress)
-                       for k in train_sets}
+        prefetch(_classic_calls(init, train_sets, preset, pad), progress=progress, desc="classic models")
+        out.classic = {k: train_model(init, train_sets, preset, pad, exclude=k, variant="classic", seed=out.seeds[0],
+                                      progress=progress) for k in train_sets}
         out.classic_truth = cached_ground_truth(out.base, out.classic, out.tests, pad, name="Ground truth (classic)")
     return out
+
+
+def _classic_calls(init: nn.Module, train_sets: Mapping[str, Dataset], preset: CorporaPreset, pad: int) -> list:
+    """The untrained classic counterfactuals of the first seed (its base model is the fixed variant's)."""
+    calls = leave_dataset_out_calls(init, train_sets, preset.train, pad, "classic", anneal=preset.anneal,
+                                    seed=preset.seeds[0])
+    return [c for c in calls if c[2]["exclude"] is not None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,18 +258,22 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
 
 def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METHODS,
                 progress: bool = True) -> dict[str, Influence]:
-    """One run: ``{"Ground truth": ..., method: ...}`` over every test subset (cached per method).
+    """One run: ``{"Ground truth": ..., method: ..., [CEILING: ...]}`` over every test subset (cached per method).
 
-    The training sets are run ``run``'s sample of blocks (:meth:`CorporaSetting.sample`); every
-    method sees the base model theta_0 (TracIn also its checkpoints).
+    Run ``run`` attributes on the base model of training seed :meth:`CorporaSetting.run_seed`
+    (TracIn also its checkpoints) with run ``run``'s sample of training blocks
+    (:meth:`CorporaSetting.sample`); its ground truth is the other seeds' (:meth:`CorporaSetting.heldout_truth`)
+    and, with two or more seeds, its ceiling row is the run's own seed's exact truth, scored the same way.
     """
     for method in methods:
         get_method(method)  # a clear error for an unknown name
-    sample = setting.sample(run)
-    out = {TRUTH: setting.truth}
+    sample, seed = setting.sample(run), setting.run_seed(run)
+    out = {TRUTH: setting.heldout_truth(seed)}
     for method in methods:
-        out[method] = cached_attribute(method, setting.base, sample, setting.tests, setting.pad_id, progress=progress,
-                                       config=method_config(setting.preset, method, run))
+        out[method] = cached_attribute(method, setting.bases[seed], sample, setting.tests, setting.pad_id,
+                                       progress=progress, config=method_config(setting.preset, method, run))
+    if len(setting.seeds) > 1:
+        out[CEILING] = replace(setting.truths[seed], method=CEILING)
     return out
 
 
@@ -231,7 +285,7 @@ def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, 
     for name in settings or preset.settings:
         setting = corpora_setting(preset, name, progress=progress)
         calls = [c for r in range(preset.runs) for m in methods
-                 for c in attribution_call(m, setting.base, setting.sample(r), setting.tests, setting.pad_id,
+                 for c in attribution_call(m, setting.bases[setting.run_seed(r)], setting.sample(r), setting.tests, setting.pad_id,
                                            method_config(preset, m, r))]
         prefetch(calls, progress=progress, desc=f"{name} sizes: attributions")
         out[name] = [corpora_run(setting, r, methods, progress)
@@ -246,7 +300,7 @@ def corpora_experiment(preset: CorporaPreset, methods: Sequence[str] = METHODS, 
 
 def cost_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
     """What every method spent per setting and run (:func:`untrac.evaluate.cost_frame`, truth left out)."""
-    return evaluate_cost_frame(results, group="setting", exclude=(TRUTH,))
+    return evaluate_cost_frame(results, group="setting", exclude=(TRUTH, CEILING))
 
 
 def cost_accuracy_frame(results: Mapping[str, Sequence[Mapping[str, Influence]]]) -> pd.DataFrame:
@@ -264,7 +318,9 @@ def ground_truth_variants(setting: CorporaSetting, testset: str = "toxigen") -> 
     total = sum(len(ds) for ds in setting.train_sets.values())
     rows = []
     for variant, label in (("classic", "classic: all other examples"), ("fixed", "fixed: same number of steps")):
-        truth = setting.truth_for(testset, variant)
+        # both variants of the first seed's models (the classic one is trained for that seed only)
+        truth = setting.truth_for(testset, "classic") if variant == "classic" else \
+            select_testset(setting.truths[setting.seeds[0]], testset)
         for k, corpus in enumerate(truth.train_names):
             share = len(setting.train_sets[corpus]) / total
             rows += [{"variant": label, "corpus": corpus, "share": share, "subset": s.split("/", 1)[1],
@@ -272,46 +328,23 @@ def ground_truth_variants(setting: CorporaSetting, testset: str = "toxigen") -> 
     return pd.DataFrame(rows)
 
 
-@cache.cached("noise_floor", version=2)
-def seed_losses(base: Trained, init: nn.Module, train_sets: Mapping[str, Dataset], tests: Mapping[str, Dataset],
-                preset: CorporaPreset, pad_id: int, progress: bool = True) -> dict[str, np.ndarray]:
-    """Test losses of theta_0 and of theta_0 re-trained with each of ``preset.noise_seeds``."""
-    out = {"base": set_losses(base.model, evaluation_batches(base.model, tests, pad_id))}
-    for seed in preset.noise_seeds:
-        other = train_model(init, train_sets, preset, pad_id, seed=seed, progress=progress)
-        out[f"seed {seed}"] = set_losses(other.model, evaluation_batches(other.model, tests, pad_id))
-    return out
-
-
 def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = True) -> pd.DataFrame:
-    """Is the ground truth above the noise? Per test set, the spread of the LDO influence vs seed noise.
-
-    The base model is re-trained with each of ``preset.noise_seeds`` (other data-order seeds, same
-    initialisation and data). Columns, averaged over the test set's subsets:
-
-    * ``corpus_spread`` — std over the eight corpora of the ground-truth influence;
-    * ``seed_change`` — |L(Z', theta_0 with another seed) - L(Z', theta_0)|, the change that
-      chance alone makes to a test loss (a leave-one-out influence is such a difference too);
-    * ``ratio`` = corpus_spread / seed_change (> 1: the corpora differ by more than the noise);
-    * ``subsets_above`` — share of subsets whose corpus spread exceeds their seed change;
-    * ``top_corpus`` / ``top_influence`` — the corpus with the largest mean influence.
+    """Is the ground truth above its noise? Per test set, the truth's spread across corpora against
+    how much it moves from one training seed to another (needs two or more ``preset.seeds``): the
+    columns of :func:`untrac.evaluate.seed_noise` (``corpus_spread`` its ``spread``, ``subsets_above``
+    its ``above``, ``seed_agreement`` its ``agreement``, the ceiling), averaged over the test set's
+    subsets, and the corpus with the largest mean influence (``top_corpus`` / ``top_influence``).
     """
     s = corpora_setting(preset, setting, classic=False, progress=progress)
-    init = initial_model(preset, s.tokenizer)
-    loss = seed_losses(s.base, init, s.train_sets, s.tests, preset, s.pad_id, progress=progress)
-    change = np.mean([np.abs(loss[f"seed {sd}"] - loss["base"]) for sd in preset.noise_seeds], axis=0) if preset.noise_seeds else np.full(len(s.tests), np.nan)
+    truths = [s.truths[seed] for seed in s.seeds]
+    names = {"spread": "corpus_spread", "above": "subsets_above", "agreement": "seed_agreement"}
     rows = []
     for testset in testsets_of(s.truth):
-        cols = [i for i, n in enumerate(s.truth.test_names) if n.split("/", 1)[0] == testset]
-        vals = s.truth.values[:, cols]
-        spread = vals.std(axis=0, ddof=1)
-        mean_inf = vals.mean(1)
+        cols = [i for i, name in enumerate(s.truth.test_names) if name.split("/", 1)[0] == testset]
+        mean_inf = s.truth.values[:, cols].mean(1)
         top = int(np.argmax(mean_inf))
-        rows.append({"setting": setting, "testset": testset, "subsets": len(cols),
-                     "base_loss": float(loss["base"][cols].mean()),
-                     "corpus_spread": float(spread.mean()), "seed_change": float(change[cols].mean()),
-                     "ratio": float(spread.mean() / change[cols].mean()),
-                     "subsets_above": float(np.mean(spread > change[cols])),
+        noise = {names.get(k, k): v for k, v in seed_noise(truths, cols).items()}
+        rows.append({"setting": setting, "testset": testset, "subsets": len(cols), **noise,
                      "top_corpus": s.truth.train_names[top], "top_influence": float(mean_inf[top])})
     return pd.DataFrame(rows)
 
@@ -365,13 +398,8 @@ def run_record(preset: CorporaPreset, results: Mapping[str, Sequence[Mapping[str
     import time
 
     train_s = float(training_summary(preset)["seconds"].fillna(0).sum())
-    noise = 0.0
-    s = corpora_setting(preset, "equal", progress=False)
-    init = initial_model(preset, s.tokenizer)
-    for seed in preset.noise_seeds:
-        noise += float(train_model(init, s.train_sets, preset, s.pad_id, seed=seed, progress=False).log["seconds"])
     attrib = cost_frame(results)
-    rows = {"training seconds (all models, summed)": train_s + noise,
+    rows = {"training seconds (all models, summed)": train_s,
             "attribution seconds (all methods and runs, summed)": float(attrib["seconds"].sum()),
             "peak attribution memory (MB)": float(attrib["peak_memory_mb"].max()),
             "peak RSS of this process (MB)": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -382,22 +410,23 @@ def run_record(preset: CorporaPreset, results: Mapping[str, Sequence[Mapping[str
 
 
 def training_summary(preset: CorporaPreset, progress: bool = False) -> pd.DataFrame:
-    """Per setting and model: steps, final training loss and training seconds (from the cache logs)."""
+    """Per setting, training seed and model: steps, final training loss and training seconds (from the cache logs)."""
     rows = []
     for name in preset.settings:
         s = corpora_setting(preset, name, progress=progress)
-        models = {"base": s.base, **{f"-{k}": t for k, t in s.counterfactuals.items()},
-                  **{f"-{k} (classic)": t for k, t in (s.classic or {}).items()}}
-        for label, t in models.items():
-            loss = t.log.get("loss") or [(0, float("nan"))]
-            rows.append({"setting": name, "model": label, "steps": t.log.get("steps"), "final_train_loss": loss[-1][1],
-                         "seconds": t.log.get("seconds")})
+        for seed in s.seeds:
+            models = {"base": s.bases[seed], **{f"-{k}": t for k, t in s.counterfactuals_by_seed[seed].items()},
+                      **{f"-{k} (classic)": t for k, t in (s.classic or {}).items() if seed == s.seeds[0]}}
+            for label, t in models.items():
+                loss = t.log.get("loss") or [(0, float("nan"))]
+                rows.append({"setting": name, "seed": seed, "model": label, "steps": t.log.get("steps"),
+                             "final_train_loss": loss[-1][1], "seconds": t.log.get("seconds")})
     return pd.DataFrame(rows)
 
 
 __all__ = [
     "BLAME_METHODS", "SETTINGS", "TRUTH", "CorporaSetting", "blame", "test_example_text", "corpora_experiment", "corpora_run", "corpora_setting", "corpus_blocks",
     "correlation_frame", "cost_accuracy_frame", "cost_frame", "ground_truth_variants", "influence_frame",
-    "initial_model", "mixture_table", "run_record", "seed_losses", "noise_floor", "resolve_device", "sample_blocks",
+    "initial_model", "mixture_table", "run_record", "noise_floor", "resolve_device", "sample_blocks",
     "select_tests", "select_testset", "test_sets", "train_model", "training_sets", "training_summary",
 ]

@@ -1,7 +1,8 @@
 """Hyperparameter sensitivity of UnTrac and UnTrac-Inv (paper Sec. 6): Figure 3 and Table 4.
 
 Everything runs on the models of notebook 02 (``experiments_corpora.corpora_setting``: ToxiGen,
-equal corpus sizes), so nothing is trained twice; each (setting, run) cell of a grid is cached by
+equal corpus sizes; the first training seed's base model, scored against the other seeds' ground
+truth, as notebook 02's run 0), so nothing is trained twice; each (setting, run) cell of a grid is cached by
 :func:`untrac.sweep.sweep`, so an interrupted sweep resumes.
 
 A curve over epochs costs one unlearning run: the correlation with the ground truth is taken at
@@ -51,9 +52,12 @@ CURVE_VERSION = 2  # bump when the columns :func:`curve` returns change (the swe
 
 
 def _context(table: str, setting: CorporaSetting, preset: SensitivityPreset) -> tuple:
-    """What a grid's cells depend on besides the cell itself: the base model (and so the data and
-    the truth), both methods' preset configs and the grid preset. Part of every cell's cache key."""
-    return (table, setting.base, setting.preset.untrac, setting.preset.untrac_inv, preset)
+    """What a grid's cells depend on besides the cell itself: the base model (and so the data), the
+    truth it is scored against, both methods' preset configs and the grid preset. Part of every cell's
+    cache key."""
+    truth = setting.heldout_truth(setting.seeds[0])
+    return (table, setting.base, truth.train_names, truth.test_names, truth.values, setting.preset.untrac,
+            setting.preset.untrac_inv, preset)
 
 
 def spread(influence: Influence) -> float:
@@ -71,7 +75,7 @@ def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int,
     tests = setting.testset(testset)
     influence = cached_attribute(method, setting.base, sample, tests, setting.pad_id, progress=False,
                                  config=dataclasses.replace(config, seed=run))
-    truth = setting.truth_for(testset)
+    truth = setting.truth_for(testset, seed=setting.seeds[0])  # the other seeds' truth (notebook 02's run 0)
     n = _sized(setting, method, run, testset)
     per_epoch = math.ceil(n / (config.batch_size or n))
     rows = []

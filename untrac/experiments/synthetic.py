@@ -1,11 +1,13 @@
 """Section 5.1 as cached functions: the synthetic task families (notebook 01).
 
-Run ``r`` draws its data with seed ``r`` and fine-tunes with seed ``r`` from the shared pretrained
-base model (:mod:`untrac.experiments.setup`); every model and result is cached.
+Run ``r`` draws its data with seed ``r`` and fine-tunes with seeds ``r, r+1, ...`` (``seeds_per_run``
+of the preset) from the shared pretrained base model (:mod:`untrac.experiments.setup`): the methods see
+seed ``r``'s model and are scored against the other seeds' ground truth. Everything is cached.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -17,12 +19,13 @@ from ..data.batching import encode
 from ..data.synthetic import FAMILIES, synthetic_task
 from ..methods import Influence
 from ..methods import get as get_method
+from ..evaluate import seed_noise
 from ..models import dataset_loss, eval_batches, is_encoder_decoder
 from ..presets import SyntheticPreset
 from ..progress import bar
 from ..parallel import prefetch
-from ..training import is_trained, leave_dataset_out, leave_dataset_out_calls, train
-from ..truth import NAME as TRUTH, cached_ground_truth
+from ..training import leave_dataset_out, leave_dataset_out_calls
+from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, mean_truth
 from .setup import attribution_call, cached_attribute, method_config, pretrained_base, project_tokenizer, with_seed as _with_seed
 
 
@@ -60,6 +63,22 @@ def synthetic_data(preset: SyntheticPreset, family: str, run: int, tokenizer: An
     return raw, {k: v for k, v in enc.items() if k != "test"}, {"test": enc["test"]}
 
 
+def run_seeds(preset: SyntheticPreset, run: int) -> list[int]:
+    """The training seeds of run ``run``: ``run`` (the model the methods see), then ``run + 1``, ..."""
+    return [run + j for j in range(preset.seeds_per_run)]
+
+
+def synthetic_truths(preset: SyntheticPreset, train_sets: Mapping[str, Dataset], test_sets: Mapping[str, Dataset],
+                     run: int, pad: int, base: nn.Module, progress: bool = True) -> dict[int, tuple[Any, Influence]]:
+    """Per training seed of run ``run``: ``(fine-tuned model, its leave-dataset-out truth)`` (cached)."""
+    out = {}
+    for seed in run_seeds(preset, run):
+        trained, counterfactuals = leave_dataset_out(base, train_sets, _with_seed(preset.train, seed), pad,
+                                                     progress=progress)
+        out[seed] = (trained, cached_ground_truth(trained, counterfactuals, test_sets, pad))
+    return out
+
+
 def synthetic_run(
     preset: SyntheticPreset,
     family: str,
@@ -71,18 +90,23 @@ def synthetic_run(
 ) -> dict[str, Influence]:
     """One run of Sec. 5.1: fine-tune, leave-dataset-out truth, and the requested methods.
 
-    Run ``r`` draws its data with seed ``r`` and trains with seed ``r``. Returns
-    ``{"Ground truth": ..., method: ...}``.
+    Run ``r`` draws its data with seed ``r``; the methods see the model fine-tuned with seed ``r``.
+    Returns ``{"Ground truth": ..., method: ..., [CEILING: ...]}``: with ``seeds_per_run`` > 1 the
+    truth is the mean of the other seeds' and the ceiling row is seed ``r``'s own truth.
     """
     for method in methods:
         get_method(method)  # a clear error for an unknown name, before any training
     _, train_sets, test_sets = synthetic_data(preset, family, run, tokenizer, base)
     pad = tokenizer.pad_token_id
-    trained, counterfactuals = leave_dataset_out(base, train_sets, _with_seed(preset.train, run), pad, progress=progress)
-    out = {TRUTH: cached_ground_truth(trained, counterfactuals, test_sets, pad)}
+    per_seed = synthetic_truths(preset, train_sets, test_sets, run, pad, base, progress)
+    trained, own = per_seed[run]
+    others = [truth for seed, (_, truth) in per_seed.items() if seed != run]
+    out = {TRUTH: mean_truth(others or [own])}
     for method in methods:
         out[method] = cached_attribute(method, trained, train_sets, test_sets, pad, progress=progress,
                                        config=method_config(preset, method, run))
+    if others:
+        out[CEILING] = replace(own, method=CEILING)
     return out
 
 
@@ -103,7 +127,8 @@ def synthetic_experiment(preset: SyntheticPreset, methods: Sequence[str] = ("UnT
     tokenizer, base = synthetic_setup(preset, progress)
     pad = tokenizer.pad_token_id
     data = {(f, r): synthetic_data(preset, f, r, tokenizer, base)[1:] for f in preset.families for r in range(preset.runs)}
-    prefetch([c for (f, r), (tr, _) in data.items() for c in leave_dataset_out_calls(base, tr, _with_seed(preset.train, r), pad)],
+    prefetch([c for (f, r), (tr, _) in data.items() for seed in run_seeds(preset, r)
+              for c in leave_dataset_out_calls(base, tr, _with_seed(preset.train, seed), pad)],
              executor, progress=progress, desc="models")
     calls = []
     for (f, r), (tr, te) in data.items():
@@ -117,31 +142,26 @@ def synthetic_experiment(preset: SyntheticPreset, methods: Sequence[str] = ("UnT
     }
 
 
-def synthetic_noise_floor(preset: SyntheticPreset, seeds: Sequence[int] = (0, 1, 2), progress: bool = True) -> pd.DataFrame:
-    """Is the ground truth above the noise? Per family, on run 0's data:
-
-    ``seed_std`` — std of the test loss of theta_0 re-trained with other data-order seeds;
-    ``truth_std`` — std across the K training sets of the leave-dataset-out influence (seed 0).
-    The truth is informative when ``truth_std`` clearly exceeds ``seed_std``.
-    """
+def synthetic_noise_floor(preset: SyntheticPreset, progress: bool = True) -> pd.DataFrame:
+    """Is the ground truth above its noise? Per family and run, from the run's ``seeds_per_run``
+    leave-dataset-out truths (:func:`untrac.evaluate.seed_noise`: ``spread`` across the training sets,
+    ``seed_sd`` across seeds, their ratios, the ceiling ``agreement``), with the fine-tuned model's
+    test loss (mean over the seeds); NaN noise with one seed."""
     tokenizer, base = synthetic_setup(preset, progress)
     pad = tokenizer.pad_token_id
-    data = {f: synthetic_data(preset, f, 0, tokenizer, base)[1] for f in preset.families}
-    prefetch([(train, (base, data[f], _with_seed(preset.train, s), pad), {"progress": False})
-              for f in preset.families for s in seeds if not is_trained(base, data[f], _with_seed(preset.train, s))]
-             + [c for f in preset.families for c in leave_dataset_out_calls(base, data[f], _with_seed(preset.train, 0), pad)],
-             progress=progress, desc="noise-floor models")
     rows = []
     for family in preset.families:
-        _, train_sets, test_sets = synthetic_data(preset, family, 0, tokenizer, base)
-        losses = [dataset_loss(train(base, train_sets, _with_seed(preset.train, s), pad, progress=progress).model,
-                               eval_batches(test_sets["test"], tokenizer, base)) for s in seeds]
-        trained, cfs = leave_dataset_out(base, train_sets, _with_seed(preset.train, 0), pad, progress=progress)
-        truth = cached_ground_truth(trained, cfs, test_sets, pad).values[:, 0]
-        rows.append({"family": family, "seeds": len(seeds), "test_loss_mean": float(np.mean(losses)),
-                     "seed_std": float(np.std(losses, ddof=1)), "truth_std": float(np.std(truth, ddof=1)),
-                     "truth_min": float(truth.min()), "truth_max": float(truth.max())})
+        for run in range(preset.runs):
+            _, train_sets, test_sets = synthetic_data(preset, family, run, tokenizer, base)
+            per_seed = synthetic_truths(preset, train_sets, test_sets, run, pad, base, progress=False)
+            batches = eval_batches(test_sets["test"], tokenizer, base)
+            loss = float(np.mean([dataset_loss(model.model, batches) for model, _ in per_seed.values()]))
+            truth = np.mean([t.values[:, 0] for _, t in per_seed.values()], axis=0)
+            rows.append({"family": family, "run": run, "test_loss": loss,
+                         **seed_noise([t for _, t in per_seed.values()]),
+                         "truth_min": float(truth.min()), "truth_max": float(truth.max())})
     return pd.DataFrame(rows)
 
 
-__all__ = ["Family", "family_sets", "register_family", "synthetic_data", "synthetic_run", "synthetic_experiment", "synthetic_setup", "synthetic_noise_floor"]
+__all__ = ["Family", "family_sets", "register_family", "run_seeds", "synthetic_data", "synthetic_run", "synthetic_experiment",
+           "synthetic_setup", "synthetic_noise_floor", "synthetic_truths"]

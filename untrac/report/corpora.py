@@ -33,20 +33,30 @@ def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return merged[cols].sort_values("method", key=lambda s: s.map(order)).reset_index(drop=True)
 
 
+NOISE_BARS = {"corpus_spread": "std over corpora of the truth (mean over seeds)",
+              "seed_sd": "noise of one seed's truth (std over seeds)",
+              "heldout_se": "noise of the truth each run is scored against",
+              "truth_se": "noise of the mean over all seeds"}
+
+
 @themed
 def plot_noise_floor(frame: pd.DataFrame, *, scale: str | None = None, caption: str | None = None) -> plt.Figure:
-    """Bars: spread of the ground truth across corpora vs the change a new training seed makes."""
-    long = frame.melt(id_vars=["testset"], value_vars=["corpus_spread", "seed_change"], var_name="quantity", value_name="nats")
-    long["quantity"] = long["quantity"].map({"corpus_spread": "std over corpora of LDO influence",
-                                             "seed_change": "|Δ test loss| from another training seed"})
+    """Bars: spread of the ground truth across corpora vs its seed-to-seed noise
+    (:func:`untrac.experiments.corpora.noise_floor`'s columns)."""
+    bars = {k: v for k, v in NOISE_BARS.items() if k in frame.columns}
+    long = frame.melt(id_vars=["testset"], value_vars=list(bars), var_name="quantity", value_name="nats")
+    long["quantity"] = long["quantity"].map(bars)
     fig, ax = plt.subplots(figsize=(7, 3.2))
     sns.barplot(data=long, x="testset", y="nats", hue="quantity", ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel("nats (mean over subsets)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    text = ("Per test set, both averaged over its subsets: how much the leave-dataset-out (LDO) ground truth varies "
-            "across the corpora, against how much the test loss moves when the base model is retrained with another "
-            "data-order seed. The truth can only be traced where the first bar clearly exceeds the second.")
+    seeds = int(frame["seeds"].iloc[0]) if "seeds" in frame.columns else None
+    text = ("Per test set, averaged over its subsets: how much the leave-dataset-out ground truth varies across the "
+            "corpora (first bar) against how much it moves between training seeds"
+            + (f" ({seeds} seeds)" if seeds else "") + ": for one seed's truth, for the mean of the other seeds "
+            "(what each run is scored against) and for the mean of all seeds. The truth can only be traced where "
+            "the first bar clearly exceeds the others (3x is this project's bar).")
     return annotate(fig, text, scale, caption)
 
 
