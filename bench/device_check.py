@@ -37,7 +37,7 @@ GPU_PRESET = {  # OPT-125M shapes on the mini preset's data and tokenizer, a sho
     "train__checkpoint_every": 100, "anneal": None, "sample_blocks": 32, "test_examples": 16, "runs": 2, "device": "cuda",
     "settings": ["equal"], "classic": False, "seeds": [0],
 }  # train lr 6e-4: GPT-3's for 125M parameters (fixed in advance, not tuned here)
-CPU_PRESET = {"runs": 1, "settings": ["equal"], "classic": False}  # the smoke preset, one run: proves the script end to end
+CPU_PRESET = {"runs": 1, "settings": ["equal"], "classic": False, "seeds": [0]}  # the smoke preset, one run, one seed: proves the script end to end
 
 PIPELINE = r"""
 import json, sys, time

@@ -315,3 +315,15 @@ def test_caption_counts_runs():
         assert "one run (no error bars)" in _texts(fig, report.CAPTION_GID)[0]
     finally:
         plt.close(fig)
+
+
+def test_noise_floor_plot_groups_bars_by_test_set_and_setting():
+    frame = pd.concat([noise_frame().assign(setting=s) for s in ("equal", "different")], ignore_index=True)
+    fig = report.plot_noise_floor(frame)
+    try:
+        labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert labels == ["toxigen\nequal sizes", "winobias\nequal sizes", "toxigen\ndifferent sizes", "winobias\ndifferent sizes"]
+        heights = sorted(round(p.get_height(), 4) for p in fig.axes[0].patches if p.get_width() < 1 and p.get_height() > 0)
+        assert heights == sorted(round(v, 4) for v in frame[["corpus_spread", "seed_sd", "heldout_se", "truth_se"]].to_numpy().ravel())
+    finally:
+        plt.close(fig)

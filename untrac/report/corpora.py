@@ -44,9 +44,11 @@ def plot_noise_floor(frame: pd.DataFrame, *, scale: str | None = None, caption: 
     """Bars: spread of the ground truth across corpora vs its seed-to-seed noise
     (:func:`untrac.experiments.corpora.noise_floor`'s columns)."""
     bars = {k: v for k, v in NOISE_BARS.items() if k in frame.columns}
+    if "setting" in frame.columns and frame["setting"].nunique() > 1:  # one group of bars per (test set, setting)
+        frame = frame.assign(testset=frame["testset"] + "\n" + frame["setting"] + " sizes")
     long = frame.melt(id_vars=["testset"], value_vars=list(bars), var_name="quantity", value_name="nats")
     long["quantity"] = long["quantity"].map(bars)
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(4 + 1.1 * long["testset"].nunique(), 3.2))
     sns.barplot(data=long, x="testset", y="nats", hue="quantity", ax=ax)
     ax.set_xlabel("")
     ax.set_ylabel("nats (mean over subsets)")
