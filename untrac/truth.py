@@ -6,6 +6,7 @@ models' cache entries, keyed by them.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -45,6 +46,19 @@ def mean_truth(truths: Sequence[Influence], name: str = NAME) -> Influence:
         if t.train_names != first.train_names or t.test_names != first.test_names:
             raise ValueError("ground truths over different training or test sets cannot be averaged")
     return Influence(name, list(first.train_names), list(first.test_names), np.mean([t.values for t in truths], axis=0))
+
+
+def heldout_truth(truths: Mapping[int, Influence], seed: int) -> Influence:
+    """What a method run on training seed ``seed``'s model is scored against: the mean truth of the
+    other seeds (no training noise shared with that model), or the seed's own when it is the only one."""
+    others = [t for s, t in truths.items() if s != seed]
+    return mean_truth(others or [truths[seed]])
+
+
+def ceiling(truths: Mapping[int, Influence], seed: int) -> Influence | None:
+    """Seed ``seed``'s own exact truth as the :data:`CEILING` row (scored against :func:`heldout_truth`
+    like a method), or None with one seed."""
+    return dataclasses.replace(truths[seed], method=CEILING) if len(truths) > 1 else None
 
 
 @cache.cached("influence", version=1)

@@ -45,7 +45,7 @@ from ..presets import CorporaPreset
 from ..progress import bar
 from ..parallel import prefetch
 from ..training import Trained, fit, leave_dataset_out, leave_dataset_out_calls
-from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, mean_truth
+from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, ceiling, heldout_truth, mean_truth
 from .setup import attribution_call, cached_attribute, method_config, project_tokenizer
 
 SETTINGS = ("equal", "different")
@@ -170,8 +170,7 @@ class CorporaSetting:
     def heldout_truth(self, seed: int) -> Influence:
         """The truth a method run on seed ``seed``'s model is scored against: the mean over the other
         seeds (so it shares no training noise with that model), or the seed's own with one seed."""
-        others = [t for s, t in self.truths.items() if s != seed]
-        return mean_truth(others or [self.truths[seed]])
+        return heldout_truth(self.truths, seed)
 
     def sample(self, run: int) -> dict[str, Dataset]:
         """The training blocks run ``run`` estimates influence from (``preset.sample_blocks`` per corpus)."""
@@ -272,8 +271,8 @@ def corpora_run(setting: CorporaSetting, run: int, methods: Sequence[str] = METH
     for method in methods:
         out[method] = cached_attribute(method, setting.bases[seed], sample, setting.tests, setting.pad_id,
                                        progress=progress, config=method_config(setting.preset, method, run))
-    if len(setting.seeds) > 1:
-        out[CEILING] = replace(setting.truths[seed], method=CEILING)
+    if (row := ceiling(setting.truths, seed)) is not None:
+        out[CEILING] = row
     return out
 
 

@@ -7,7 +7,6 @@ seed ``r``'s model and are scored against the other seeds' ground truth. Everyth
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,7 @@ from ..presets import SyntheticPreset
 from ..progress import bar
 from ..parallel import prefetch
 from ..training import leave_dataset_out, leave_dataset_out_calls
-from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, mean_truth
+from ..truth import CEILING, NAME as TRUTH, cached_ground_truth, ceiling, heldout_truth
 from .setup import attribution_call, cached_attribute, method_config, pretrained_base, project_tokenizer, with_seed as _with_seed
 
 
@@ -99,14 +98,13 @@ def synthetic_run(
     _, train_sets, test_sets = synthetic_data(preset, family, run, tokenizer, base)
     pad = tokenizer.pad_token_id
     per_seed = synthetic_truths(preset, train_sets, test_sets, run, pad, base, progress)
-    trained, own = per_seed[run]
-    others = [truth for seed, (_, truth) in per_seed.items() if seed != run]
-    out = {TRUTH: mean_truth(others or [own])}
+    truths = {seed: truth for seed, (_, truth) in per_seed.items()}
+    out = {TRUTH: heldout_truth(truths, run)}
     for method in methods:
-        out[method] = cached_attribute(method, trained, train_sets, test_sets, pad, progress=progress,
+        out[method] = cached_attribute(method, per_seed[run][0], train_sets, test_sets, pad, progress=progress,
                                        config=method_config(preset, method, run))
-    if others:
-        out[CEILING] = replace(own, method=CEILING)
+    if (row := ceiling(truths, run)) is not None:
+        out[CEILING] = row
     return out
 
 
