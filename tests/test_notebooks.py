@@ -105,7 +105,20 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
             assert (tmp_path / "figures" / f"02_{name}.csv").exists(), name
         table3 = pd.read_csv(tmp_path / "figures" / "02_table3_pearson.csv")
         assert list(table3.columns[:3]) == ["method", "toxigen/equal", "toxigen/equal (paper)"]
-        assert list(table3["method"]) == list(untrac.METHODS)
+        assert list(table3["method"]) == [*untrac.METHODS, untrac.truth.CEILING]  # smoke trains 2 seeds
+        noise = pd.read_csv(tmp_path / "figures" / "02_noise_floor.csv")
+        assert list(noise["setting"].unique()) == ["equal", "different"] and (noise["seeds"] == 2).all()
+        verdicts = pd.read_csv(tmp_path / "figures" / "02_table3_verdicts.csv")
+        assert set(verdicts["verdict"]) <= {"holds", "fails", "inconclusive"} and untrac.truth.CEILING in set(verdicts["versus"])
+    if notebook.name.startswith("01"):
+        import pandas as pd
+
+        verdicts = pd.read_csv(tmp_path / "figures" / "01_verdicts.csv")
+        assert list(verdicts["family"].unique()) == ["A", "B"] and set(verdicts["method"]) == {"UnTrac", "UnTrac-Inv"}
+    if notebook.name.startswith("03"):
+        import pandas as pd
+
+        assert set(pd.read_csv(tmp_path / "figures" / "03_table4_verdicts.csv")["table"]) == {"optimizers", "learning rates"}
 
     rerun = _nbval(executed, tmp_path / "fresh-cache")
     assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"
