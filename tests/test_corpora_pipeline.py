@@ -376,3 +376,29 @@ def test_blame_lists_the_training_passages_each_method_ranks_highest():
         assert s.tokenizer.decode(sample[first["corpus"]][int(first["block"])]["input_ids"]) == first["text"]
     with pytest.raises(ValueError, match="outside"):
         ec.blame(s, subset, 10_000)
+
+
+def test_heldout_truth_ceiling_and_seed_noise_by_hand():
+    """truth.heldout_truth / truth.ceiling / evaluate.seed_noise on three hand-made truths (no mirror)."""
+    from untrac.evaluate import seed_noise
+    from untrac.truth import CEILING, ceiling, heldout_truth, mean_truth
+
+    a = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 5.0]])
+    truths = {0: _influence(a, ["t/x", "t/y"], "t"), 1: _influence(a + 1.0, ["t/x", "t/y"], "t"),
+              5: _influence(2 * a, ["t/x", "t/y"], "t")}
+    np.testing.assert_allclose(heldout_truth(truths, 1).values, (a + 2 * a) / 2)
+    np.testing.assert_array_equal(heldout_truth({0: truths[0]}, 0).values, a)
+    assert ceiling({0: truths[0]}, 0) is None
+    row = ceiling(truths, 5)
+    assert row.method == CEILING and row is not truths[5] and truths[5].method == "t"
+    np.testing.assert_array_equal(row.values, 2 * a)
+    with pytest.raises(ValueError, match="different training or test sets"):
+        mean_truth([truths[0], _influence(a[:, :1], ["t/x"], "t")])
+    noise = seed_noise(list(truths.values()), columns=[1])  # the second test set only
+    stack = np.stack([a, a + 1, 2 * a])[:, :, 1]  # [seeds, K]
+    assert noise["spread"] == pytest.approx(stack.mean(0).std(ddof=1))
+    assert noise["seed_sd"] == pytest.approx(stack.std(0, ddof=1).mean())
+    assert noise["ratio"] == pytest.approx(noise["spread"] / (noise["seed_sd"] / np.sqrt(3)))
+    agree = np.mean([np.corrcoef(stack[k], np.delete(stack, k, 0).mean(0))[0, 1] for k in range(3)])
+    assert noise["agreement"] == pytest.approx(agree)
+    assert np.isnan(seed_noise([truths[0]])["ratio"])
