@@ -335,16 +335,16 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
     subsets, and the corpus with the largest mean influence (``top_corpus`` / ``top_influence``).
     """
     s = corpora_setting(preset, setting, classic=False, progress=progress)
-    truths = [s.truths[seed] for seed in s.seeds]
+    truths, truth = [s.truths[seed] for seed in s.seeds], s.truth
     names = {"spread": "corpus_spread", "above": "subsets_above", "agreement": "seed_agreement"}
     rows = []
-    for testset in testsets_of(s.truth):
-        cols = [i for i, name in enumerate(s.truth.test_names) if name.split("/", 1)[0] == testset]
-        mean_inf = s.truth.values[:, cols].mean(1)
+    for testset in testsets_of(truth):
+        cols = [i for i, name in enumerate(truth.test_names) if name.split("/", 1)[0] == testset]
+        mean_inf = truth.values[:, cols].mean(1)
         top = int(np.argmax(mean_inf))
         noise = {names.get(k, k): v for k, v in seed_noise(truths, cols).items()}
         rows.append({"setting": setting, "testset": testset, "subsets": len(cols), **noise,
-                     "top_corpus": s.truth.train_names[top], "top_influence": float(mean_inf[top])})
+                     "top_corpus": truth.train_names[top], "top_influence": float(mean_inf[top])})
     return pd.DataFrame(rows)
 
 

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from ..evaluate import correlation
+from ..evaluate import correlation, select_testset
+from ..truth import ceiling as truth_ceiling
 from .setup import cached_attribute
 from .corpora import CorporaSetting
 from ..methods.result import Influence
@@ -64,6 +65,14 @@ def spread(influence: Influence) -> float:
     """How much the influences tell the training sets apart: the std over the K training sets,
     averaged over test subsets (the scale the correlation with the truth works on)."""
     return float(influence.values.std(axis=0).mean())
+
+
+def ceiling(setting: CorporaSetting, testset: str = "toxigen") -> float | None:
+    """Pearson of the unlearned model's own exact truth (first seed) with the truth the grids are scored
+    against (the other seeds'): the ceiling row of notebook 02's run 0; None with one training seed."""
+    seed = setting.seeds[0]
+    row = truth_ceiling(setting.truths, seed)
+    return None if row is None else correlation(select_testset(row, testset), setting.truth_for(testset, seed=seed))
 
 
 def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int, testset: str = "toxigen") -> pd.DataFrame:
