@@ -19,7 +19,7 @@ export UNTRAC_DATA_DIR OMP_NUM_THREADS
 
 BIN := $(VENV)/bin
 
-.PHONY: device-check setup figures test bench clean-cache data check-mirror
+.PHONY: device-check device-carry setup figures test bench clean-cache data check-mirror
 
 # $(call mirror_check,STATUS,NOTE): name the mirror, or say why there is none and how to get one, then exit
 # STATUS (with NOTE) when UNTRAC_DATA_DIR is unset, 1 when it names no directory (a mirror promised, not there)
@@ -64,8 +64,15 @@ data: setup
 	$(BIN)/python -m untrac.data.write_mirror $(DATA_DIR) $(DATA_ARGS)
 	@echo "use it: UNTRAC_DATA_DIR=$(abspath $(DATA_DIR)) (make finds $(MIRROR_DEFAULT) by itself)"
 
-device-check: setup  # on a GPU box: CUDA tests, notebook 02 at OPT-125M shapes, the paper bench, K pipelines -> bench/RESULTS.md (--budget 900 s)
+device-check: setup  # on a GPU box: CUDA tests, notebook 02 at OPT-125M shapes, the paper bench, K pipelines -> bench/RESULTS.md (--budget 560 s)
 	$(BIN)/python -m bench.device_check
+
+device-carry: setup  # for an offline GPU box whose python lacks datasets: .devwheels/ (cp312 wheels) and .devdata/ (the mirror) to carry
+	@$(call mirror_check,1,)
+	rm -rf .devwheels .devdata && $(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 -d .devwheels datasets==$$($(BIN)/python -c "import datasets; print(datasets.__version__)") \
+	  dill multiprocess && cp -r $(UNTRAC_DATA_DIR) .devdata
+	@echo "carry .devwheels and .devdata; there: pip install --no-index --no-deps .devwheels/*.whl && UNTRAC_DATA_DIR=\$$PWD/.devdata python -m bench.device_check"
 
 bench: setup
 	$(BIN)/python -m bench
