@@ -241,10 +241,11 @@ CORPORA: dict[str, CorporaPreset] = {
         anneal=TrainConfig(steps=250, batch_size=8, lr=2e-4, checkpoint_every=250),
         sample_blocks=64,
         test_examples=32,
-        # Unlearning at the paper's Adam lr 5e-5: at 1e-3 (and at 1e-4 after ~64 steps) gradient ascent
-        # wrecks this tiny model (+1 to +50 nats on every test set) and the influences measure damage.
+        # Unlearning at the paper's recipe, Adam lr 5e-5 for both methods (a rule fixed in advance: no
+        # learning rate here was chosen by its correlation with the truth; until 2026-11-27 UnTrac-Inv
+        # ran at 1e-3, chosen after seeing correlations, and UnTrac had been moved from 1e-3 likewise).
         untrac=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=1, epochs=1, eval_every=16),
-        untrac_inv=UnlearnConfig(optimizer="adam", lr=1e-3, batch_size=None, epochs=5),
+        untrac_inv=UnlearnConfig(optimizer="adam", lr=5e-5, batch_size=None, epochs=5),
         # three training seeds, one run on each seed's model (issue 14: runs vary the training seed)
         runs=3,
         seeds=(0, 1, 2),
@@ -373,11 +374,15 @@ UNLEARNING: dict[str, UnlearningPreset] = {
         bins=2,
     ),
     "mini": UnlearningPreset(
-        scale="mini", synthetic=SYNTHETIC["mini"], families=("A",), seeds=(0, 1, 2, 3), budgets=(8, 16, 32),
+        scale="mini", synthetic=SYNTHETIC["mini"], families=("A",), seeds=tuple(range(8)), budgets=(8, 16, 32),
         report_steps=32,
+        # matching is fine-tuning towards targets: it runs at the models' own fine-tuning lr (5e-4), a rule
+        # fixed in advance (until 2026-11-27 it ran at 1e-3, chosen after seeing KLoM); gradient ascent and
+        # ascent+descent are swept and every learning rate is reported
         config=DeletionConfig(optimizer="adam", lr=5e-4, batch_size=16, retain_sample=256),
-        lrs={"gradient ascent": (5e-5, 1e-4, 5e-4), "ascent+descent": (1e-4, 5e-4),
-             "oracle matching": 1e-3, "datamodel matching": 1e-3},
+        lrs={"gradient ascent": (5e-5, 1e-4, 5e-4), "ascent+descent": (1e-4, 5e-4)},
+        # 8 models per side and 2 bins: a perfect unlearner's KLoM p95 is 0.69 (4 models: 5.1) against the
+        # ceiling log(1 / floor) = 11.5
         eval_per_set=64, bins=2,
     ),
     "paper": UnlearningPreset(
