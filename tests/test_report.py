@@ -69,6 +69,13 @@ def influence_frame() -> pd.DataFrame:
                          for m in METHODS for c in ("Pile-CC", "BookCorpus", "Wikipedia")])
 
 
+def regime_frame() -> pd.DataFrame:
+    rows = [{"candidate": c, "testset": t, "ratio_one_seed": r, "ratio_3_seeds": r * 3 ** 0.5, "train_loss": 4.0,
+             "unigram": 5.0, "seconds_per_model": 30.0}
+            for c, r0 in (("as is", 1.0), ("2x layers", 2.0)) for t, r in (("toxigen", r0), ("winobias", r0 + 0.5))]
+    return pd.DataFrame(rows)
+
+
 def cost_frame() -> pd.DataFrame:
     return pd.DataFrame([{"setting": s, "method": m, "seconds": 1.0 + i, "pearson": 0.1 * i, "spearman": 0.1 * i}
                          for s in ("equal", "different") for i, m in enumerate(METHODS[1:])])
@@ -126,6 +133,7 @@ PLOTS = {
     "plot_correlations": lambda: report.plot_correlations(correlation_frame(), "pearson", col="family"),
     "plot_correlation_over_steps": lambda: report.plot_correlation_over_steps(steps_frame(), reference={"GradDot": -0.3}),
     "plot_noise_floor": lambda: report.plot_noise_floor(noise_frame()),
+    "plot_regime_study": lambda: report.plot_regime_study(regime_frame(), "as is"),
     "plot_ground_truth_variants": lambda: report.plot_ground_truth_variants(variants_frame()),
     "plot_corpus_influence": lambda: report.plot_corpus_influence(influence_frame()),
     "plot_cost_accuracy": lambda: report.plot_cost_accuracy(cost_frame()),
