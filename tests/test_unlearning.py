@@ -51,6 +51,25 @@ def test_margin_of_a_two_token_answer_by_hand():
     assert M.sequence_margins(model, _batch([[-100, -100, 1, 0]])).item() == pytest.approx(math.log(p / (1 - p)), rel=1e-12)
 
 
+def test_token_logprobs_by_hand_and_their_flat_layout():
+    # example 0: positions 1, 2 predict tokens 1, 0; example 1: position 0 predicts token 1 (one target token)
+    logits = torch.tensor([[[0.0, 0.0], [0.3, 1.2], [2.0, -1.0], [0.0, 0.0]],
+                           [[0.5, -0.5], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    model = FixedLogits(logits)
+    token_lp, keep = M.token_logprobs(model, _batch([[-100, -100, 1, 0], [-100, 1, -100, -100]]))
+    def lsm(a, b):
+        return a - math.log(math.exp(a) + math.exp(b))
+    want = [lsm(1.2, 0.3), lsm(2.0, -1.0), lsm(-0.5, 0.5)]
+    np.testing.assert_allclose(token_lp[keep].detach().numpy(), want, rtol=1e-12)
+    assert keep.sum(1).tolist() == [2, 1] and (token_lp[~keep] == 0).all()
+    lp, n = M.example_logprobs(model, _batch([[-100, -100, 1, 0], [-100, 1, -100, -100]]))
+    np.testing.assert_allclose(lp.detach().numpy(), [want[0] + want[1], want[2]], rtol=1e-12)
+    parts = M.split_tokens(np.array(want), np.array([2, 1]))
+    assert [len(p) for p in parts] == [2, 1] and parts[1][0] == want[2]
+    with pytest.raises(ValueError, match="counts add up"):
+        M.split_tokens(np.array(want), np.array([2, 2]))
+
+
 def test_one_token_margin_is_the_classifier_margin():
     logits = torch.tensor([[[0.7, -2.5], [0.0, 0.0]], [[0.7, -2.5], [0.0, 0.0]]], dtype=torch.float64)  # position 0 predicts
     m = M.sequence_margins(FixedLogits(logits), _batch([[-100, 0], [-100, 1]]))
@@ -91,6 +110,9 @@ def test_logprobs_agree_with_example_losses_and_keep_order(setup):
         np.testing.assert_allclose(-lp / n, example_losses(model, b).numpy(), rtol=1e-10)
     rev = M.margins(model, ds.select(range(len(ds) - 1, -1, -1)), pad)
     np.testing.assert_allclose(rev[::-1], M.margins(model, ds, pad), rtol=1e-12)
+    flat, counts = M.token_scores(model, ds, pad, batch_size=3)  # token log-probs add up to the sequence's
+    np.testing.assert_array_equal(counts, n)
+    np.testing.assert_allclose([p.sum() for p in M.split_tokens(flat, counts)], lp, rtol=1e-10)
 
 
 # ----------------------------------------------------------------------------- algorithms
@@ -129,7 +151,7 @@ def test_trajectory_equals_separate_runs(setup):
         np.testing.assert_allclose(traj[s], M.margins(A.unlearn("ascent+descent", model, forget, retain, s, pad, cfg), forget, pad))
 
 
-def test_oracle_matching_with_enough_steps_reproduces_the_oracles_margins(setup):
+def test_oracle_matching_with_enough_steps_reproduces_the_oracles_token_logprobs(setup):
     from untrac.training import TrainConfig, train
 
     model, train_sets, _, pad = setup
@@ -139,12 +161,40 @@ def test_oracle_matching_with_enough_steps_reproduces_the_oracles_margins(setup)
     forget, retain = train_sets["train1"], mixture(train_sets, exclude="train1")
     targets = A.oracle_targets(oracle, forget, retain, pad, retain_sample=4, seed=0)
     assert len(targets.examples) == len(forget) + 4
-    start = np.abs(M.margins(model, targets.examples, pad) - targets.margins)
-    assert start.mean() > 1.0
+    want = targets.flat()  # the oracle's own token log-probabilities, computed independently here
+    np.testing.assert_allclose(want, M.token_scores(oracle, targets.examples, pad)[0], rtol=1e-12)
+    start = np.abs(M.token_scores(model, targets.examples, pad)[0] - want)
+    assert start.mean() > 0.3
     cfg = A.DeletionConfig(lr=1e-2, batch_size=16, retain_sample=4)
     matched = A.unlearn("oracle matching", model, forget, retain, 150, pad, cfg, targets=targets)
-    end = np.abs(M.margins(matched, targets.examples, pad) - targets.margins)
+    end = np.abs(M.token_scores(matched, targets.examples, pad)[0] - want)
     assert end.max() < 0.1 and end.mean() < 0.02 * start.mean()
+    # and hence its margins too (what KLoM scores)
+    np.testing.assert_allclose(M.margins(matched, targets.examples, pad), M.margins(oracle, targets.examples, pad),
+                               atol=0.5)
+
+
+def test_matching_objective_is_the_mean_squared_token_error(setup):
+    """One SGD step of Oracle Matching moves the weights by -lr x the gradient of the mean squared
+    error of the token log-probabilities, computed here from scratch."""
+    model, train_sets, _, pad = setup
+    forget, retain = train_sets["train1"], mixture(train_sets, exclude="train1")
+    examples = A.matched_examples(forget, retain, [])
+    flat, counts = M.token_scores(model, examples, pad)
+    rng = np.random.default_rng(0)
+    targets = A.MatchTargets(examples, M.split_tokens(flat + rng.normal(0, 0.5, len(flat)), counts))
+    cfg = A.DeletionConfig(optimizer="sgd", lr=0.1, batch_size=len(examples), retain_sample=0)
+    stepped = A.unlearn("oracle matching", model, forget, retain, 1, pad, cfg, targets=targets)
+    from untrac.data.batching import batches
+
+    work = __import__("copy").deepcopy(model)
+    (b,) = batches(examples, len(examples), pad)
+    token_lp, keep = M.token_logprobs(work, b)
+    loss = (token_lp[keep] - torch.as_tensor(targets.flat())).pow(2).mean()
+    grads = torch.autograd.grad(loss, [p for p in work.parameters()], allow_unused=True)
+    for (name, p), g, q in zip(work.named_parameters(), grads, stepped.parameters()):
+        want = p.detach() - 0.1 * (g if g is not None else 0)
+        torch.testing.assert_close(q.detach(), want.to(q.dtype), rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_matched_values_line_up_with_matched_examples(setup):
@@ -155,6 +205,9 @@ def test_matched_values_line_up_with_matched_examples(setup):
     idx = A.retain_sample_indices(len(retain), 5, seed=3)
     examples = A.matched_examples(train_sets["train2"], retain, idx)
     np.testing.assert_allclose(A.matched_values(per_set, "train2", idx, names), M.margins(model, examples, pad), rtol=1e-12)
+    tokens = {n: M.split_tokens(*M.token_scores(model, ds, pad)) for n, ds in train_sets.items()}  # ragged, per example
+    got = np.concatenate(list(A.matched_values(tokens, "train2", idx, names)))
+    np.testing.assert_allclose(got, M.token_scores(model, examples, pad)[0], rtol=1e-12)
 
 
 def test_interface_errors_and_compute_fraction(setup):
@@ -168,8 +221,14 @@ def test_interface_errors_and_compute_fraction(setup):
         A.unlearn("oracle matching", model, forget, None, 1, pad)
     with pytest.raises(ValueError, match="retained"):
         A.unlearn("ascent+descent", model, forget, None, 1, pad)
-    with pytest.raises(ValueError, match="target margins"):
-        A.MatchTargets(forget, np.zeros(len(forget) + 1))
+    with pytest.raises(ValueError, match="target tokens of"):
+        A.MatchTargets(forget, [np.zeros(2)] * (len(forget) + 1))
+    with pytest.raises(ValueError, match="non-empty 1-d"):
+        A.MatchTargets(forget, [np.zeros(0)] * len(forget))
+    with pytest.raises(ValueError, match="computed on other examples"):  # one token too many per example
+        flat, counts = M.token_scores(model, forget, pad)
+        A.unlearn("oracle matching", model, forget, None, 1, pad, A.DeletionConfig(retain_sample=0),
+                  targets=A.MatchTargets(forget, [np.zeros(c + 1) for c in counts]))
     tc = TrainConfig(steps=100, batch_size=8)
     assert A.compute_fraction("gradient ascent", 10, 4, tc) == pytest.approx(0.05)
     assert A.compute_fraction("ascent+descent", 10, 4, tc) == pytest.approx(0.10)
@@ -216,7 +275,10 @@ def test_presets():
     assert p.seeds == (0, 1, 2) and p.config.lr == 0.5 and p.bins == P.UNLEARNING["smoke"].bins
     assert P.UNLEARNING["mini"].synthetic == untrac.preset("synthetic", "mini")
     labels = {label: (a, c.lr) for label, a, c in P.UNLEARNING["mini"].variants()}
-    assert labels["oracle matching"] == ("oracle matching", 1e-3)
+    # the matching rule: the models' own fine-tuning learning rate, for both matching methods
+    fine_tuning_lr = P.UNLEARNING["mini"].synthetic.train.lr
+    assert labels["oracle matching"] == ("oracle matching", fine_tuning_lr)
+    assert labels["datamodel matching"] == ("datamodel matching", fine_tuning_lr)
     assert labels["gradient ascent (lr 5e-05)"] == ("gradient ascent", 5e-5)
     with pytest.raises(ValueError, match="unknown algorithm"):
         P.UNLEARNING["mini"].variants(["scrub"])
@@ -255,6 +317,20 @@ def test_pipeline_on_a_tiny_population(setup):
     assert {k: len(v) for k, v in pop.eval_index.items()} == {"train1": 6, "train2": 6, "train3": 6, "train4": 6, "test": 6}
     dm = E.fit_population_datamodel(pop)
     assert dm.coef.shape == (5 * 12, 4)
+    token_dm = E.fit_population_datamodel(pop, tokens=True)
+    n_tokens = sum(int(pop.scores[pop.originals[0].key][n][1].sum()) for n in pop.sets)
+    assert token_dm.coef.shape == (n_tokens, 4) and n_tokens > 5 * 12
+    # Datamodel Matching's targets: the original's token log-probs minus the forget set's token coefficients
+    toks = pop.tokens(pop.originals[0])
+    assert [len(t) for t in toks["train1"]] == list(pop.scores[pop.originals[0].key]["train1"][1])
+    # least squares is linear in the outputs: an example's token coefficients add up to the coefficients of a
+    # datamodel of its whole log p(y|x), fitted independently here
+    models = [(tuple(pop.train_names), t) for t in pop.originals.values()] + list(pop.subset_models)
+    seq = D.fit_datamodel(pop.train_names, [s for s, _ in models],
+                          np.stack([np.concatenate([pop.scores[t.key][n][0] for n in pop.sets]) for _, t in models]))
+    counts = np.concatenate([pop.scores[pop.originals[0].key][n][1] for n in pop.sets])
+    summed = np.add.reduceat(token_dm.coef, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
+    np.testing.assert_allclose(summed, seq.coef, rtol=1e-8, atol=1e-10)
     runs = E.unlearning_runs(pop, dm, progress=False)
     assert len(runs.scores) == 5 * 4 * 2 and set(runs.scores[("oracle matching", "train1", 0)]) == {1, 2}
     assert runs.algorithms["gradient ascent (lr 0.0001)"] == "gradient ascent"

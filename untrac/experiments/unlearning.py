@@ -30,7 +30,7 @@ from ..unlearn.algorithms import (
 )
 from ..unlearn.datamodels import Datamodel, fit_datamodel, subsets_of_sizes
 from ..progress import bar
-from ..unlearn.margins import margins_from_logprobs, sequence_scores
+from ..unlearn.margins import margins_from_logprobs, sequence_scores, split_tokens, token_scores
 
 GROUPS = ("forget", "retain", "validation")
 
@@ -39,7 +39,9 @@ GROUPS = ("forget", "retain", "validation")
 class Population:
     """Everything notebook 04 evaluates for one family: data, models over seeds, and their scores.
 
-    ``scores[model_key][set_name] = (logprob, n_tokens)`` over *every* example of every set.
+    ``scores[model_key][set_name] = (logprob, n_tokens)`` over *every* example of every set;
+    ``token_scores[model_key][set_name]``: the log-probability of every target token of every example,
+    flat (:func:`untrac.unlearn.margins.token_scores`; :meth:`tokens` splits it per example).
     ``eval_index[set_name]``: the examples of each set that KLoM (and the UnTrac comparison) evaluates.
     """
 
@@ -53,6 +55,7 @@ class Population:
     subset_models: list[tuple[tuple[str, ...], Trained]]
     scores: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
     eval_index: dict[str, np.ndarray]
+    token_scores: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def train_names(self) -> list[str]:
@@ -70,6 +73,11 @@ class Population:
             out[name] = m[self.eval_index[name]] if evaluated_only else m
         return out
 
+    def tokens(self, trained: Trained) -> dict[str, np.ndarray]:
+        """Per set, one array of target-token log-probabilities per example (all examples) of a population model."""
+        return {name: split_tokens(flat, self.scores[trained.key][name][1])
+                for name, flat in self.token_scores[trained.key].items()}
+
     def groups(self, per_set: Mapping[str, np.ndarray], forget: str) -> dict[str, np.ndarray]:
         """Per-set arrays of evaluated examples -> forget / retain / validation arrays (last axis)."""
         return {
@@ -86,6 +94,12 @@ class Population:
 def _scores(model: Trained, sets: Mapping[str, Dataset], pad_id: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``(log p(y|x), target tokens)`` of every example of every set under a trained model."""
     return {k: sequence_scores(model.model, ds, pad_id) for k, ds in sets.items()}
+
+
+@cache.cached("scores", version=1)
+def _token_scores(model: Trained, sets: Mapping[str, Dataset], pad_id: int) -> dict[str, np.ndarray]:
+    """The log-probability of every target token of every set under a trained model, flat per set."""
+    return {k: token_scores(model.model, ds, pad_id)[0] for k, ds in sets.items()}
 
 
 def population(preset: UnlearningPreset, family: str, progress: bool = True) -> Population:
@@ -136,6 +150,7 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
     sets = {**train_sets, **test_sets}
     everyone = [*originals.values(), *(t for o in oracles.values() for t in o.values()), *(t for _, t in subset_models)]
     scores = {t.key: _scores(t, sets, pad_id) for t in bar(everyone, desc="scoring", enabled=progress)}
+    tokens = {t.key: _token_scores(t, sets, pad_id) for t in everyone}
     rng = np.random.default_rng([preset.run, 7])
     eval_index = {}
     for k, ds in sets.items():
@@ -144,14 +159,21 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
             eval_index[k] = np.arange(n)
         else:
             eval_index[k] = np.sort(rng.choice(n, preset.eval_per_set, replace=False))
-    return Population(preset, family, pad_id, train_sets, test_sets, originals, oracles, subset_models, scores, eval_index)
+    return Population(preset, family, pad_id, train_sets, test_sets, originals, oracles, subset_models, scores, eval_index,
+                      tokens)
 
 
-def fit_population_datamodel(pop: Population) -> Datamodel:
+def fit_population_datamodel(pop: Population, tokens: bool = False) -> Datamodel:
     """The linear datamodel of every example's margin (all examples of all sets, concatenated in
-    ``pop.sets`` order), fitted on the originals (full data) and the subset-trained models."""
+    ``pop.sets`` order), fitted on the originals (full data) and the subset-trained models; with
+    ``tokens``, of every target token's log-probability instead (every token of every example, in the
+    same order: Datamodel Matching's targets)."""
     models = [(tuple(pop.train_names), t) for t in pop.originals.values()] + list(pop.subset_models)
-    outputs = np.stack([np.concatenate([margins_from_logprobs(pop.scores[t.key][k][0]) for k in pop.sets]) for _, t in models])
+    if tokens:
+        outputs = np.stack([np.concatenate([pop.token_scores[t.key][k] for k in pop.sets]) for _, t in models])
+    else:
+        outputs = np.stack([np.concatenate([margins_from_logprobs(pop.scores[t.key][k][0]) for k in pop.sets])
+                            for _, t in models])
     return fit_datamodel(pop.train_names, [s for s, _ in models], outputs, pop.preset.ridge)
 
 
@@ -203,13 +225,19 @@ def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = 
     """Unlearn every training set from every original with every algorithm, over the budgets.
 
     Oracle Matching for the original of seed ``s`` matches the oracle of the same seed (the model
-    retraining would have produced); Datamodel Matching matches the original's margins minus the
-    datamodel's coefficient of the forget set. Every learning rate of ``preset.lrs`` is a
+    retraining would have produced), token by token; Datamodel Matching matches the original's token
+    log-probabilities minus the forget set's coefficient in a datamodel of token log-probabilities
+    (``dm``, the margin datamodel, gives DM-Direct). Every learning rate of ``preset.lrs`` is a
     separate variant. Cached per (algorithm, learning rate, forget set, seed).
     """
     preset = pop.preset
     sl = _set_slices(pop)
     eval_sets = pop.eval_sets()
+    counts = {n: pop.scores[pop.originals[next(iter(pop.originals))].key][n][1] for n in pop.sets}
+    token_dm, token_sl, start = None, {}, 0
+    for n in pop.sets:
+        token_sl[n] = slice(start, start + int(counts[n].sum()))
+        start = token_sl[n].stop
     out: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
     direct = {}
     variants = preset.variants(algorithms)
@@ -221,14 +249,14 @@ def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = 
         if a in MATCHING:
             ridx = retain_sample_indices(len(retain), config.retain_sample, config.seed + pop.train_names.index(k))
             source = pop.oracles[s][k] if a == "oracle matching" else original
-            lp = {n: pop.scores[source.key][n][0] for n in pop.train_names}
-            target = margins_from_logprobs(matched_values(lp, k, ridx, pop.train_names))
+            target = matched_values(pop.tokens(source), k, ridx, pop.train_names)
             if a == "datamodel matching":
-                effect = {n: dm.effect(k)[sl[n]] for n in pop.train_names}
+                token_dm = token_dm or fit_population_datamodel(pop, tokens=True)
+                effect = {n: split_tokens(token_dm.effect(k)[token_sl[n]], counts[n]) for n in pop.train_names}
                 target = target - matched_values(effect, k, ridx, pop.train_names)
             targets = MatchTargets(matched_examples(forget, retain, ridx), target)
         key = cache.fingerprint("unlearning", a, original.key, k, config, list(preset.budgets), dict(eval_sets),
-                                None if targets is None else targets.margins, dict(pop.train_sets))
+                                None if targets is None else ("tokens", targets.flat()), dict(pop.train_sets))
 
         def compute() -> dict[int, dict[str, np.ndarray]]:
             res = {}

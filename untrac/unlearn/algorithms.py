@@ -3,8 +3,9 @@
 :func:`unlearn` / :func:`unlearn_trajectory` over ``ALGORITHMS``: do nothing; gradient ascent on
 the forget set (UnTrac's unlearning, Eq. 3); ascent on the forget set plus descent on the
 retained data; **Oracle Matching** (fine-tune on the forget set plus a small retain sample so
-that the model's margins match an oracle's, MSE on margins); **Datamodel Matching** (the same
-fine-tuning, to margins predicted by a linear datamodel, :mod:`untrac.unlearn.datamodels`). Every
+that the model's outputs match an oracle's: squared error of every target token's log-probability);
+**Datamodel Matching** (the same fine-tuning, to token log-probabilities predicted by a linear
+datamodel, :mod:`untrac.unlearn.datamodels`). Every
 algorithm steps through :func:`untrac.ascent.loop`, the loop UnTrac itself runs.
 
 Choices (documented here once):
@@ -12,13 +13,15 @@ Choices (documented here once):
 * **Retained data** is every training set but the forget set, concatenated in order
   (:func:`untrac.training.mixture` with ``exclude=forget``).
 * **Matching loss**: both matching algorithms minimise the mean squared error between the
-  model's margins and the target margins on the matched examples (the forget set plus
-  ``retain_sample`` retained examples, A2D's recipe). Matching margins — the quantity KLoM
-  measures — lets Oracle and Datamodel Matching differ *only* in where their targets come from.
-* **Datamodel Matching targets** are the original model's own margins minus the datamodel's
-  coefficient of the forget set (the predicted effect of having trained on it), i.e. A2D's
-  "original output minus the forget set's attribution"; the seed-specific part of the original
-  model's margin is kept.
+  model's and the target's log-probability of every target token (token-level outputs, as
+  Attribute-to-Delete matches a model's outputs rather than one summary per example) on the
+  matched examples: the forget set plus ``retain_sample`` retained examples, A2D's recipe. Oracle
+  and Datamodel Matching differ *only* in where their targets come from. (Until 2026-11-27 they
+  matched one scalar margin per sequence.)
+* **Datamodel Matching targets** are the original model's own token log-probabilities minus the
+  coefficient of the forget set in a linear datamodel of each token's log-probability (the
+  predicted effect of having trained on it), i.e. A2D's "original output minus the forget set's
+  attribution"; the seed-specific part of the original model's outputs is kept.
 * **Compute** is a fraction of the cost of retraining: examples through a forward+backward pass
   during unlearning (steps x batch, x2 for ascent+descent), over those of the training run
   (steps x batch). The targets' cost is not counted: an oracle is a cheat, and the subset-trained
@@ -41,7 +44,7 @@ from .. import ascent
 from ..data.batching import check_nonempty, epoch_stream
 from ..models import example_losses, is_encoder_decoder
 from ..training import OPTIMIZERS, TrainConfig, make_optimizer
-from .margins import margins, sequence_margins
+from .margins import split_tokens, token_logprobs, token_scores
 
 ALGORITHMS = ("do nothing", "gradient ascent", "ascent+descent", "oracle matching", "datamodel matching")
 MATCHING = ("oracle matching", "datamodel matching")
@@ -86,17 +89,28 @@ class DeletionConfig:
 
 @dataclass
 class MatchTargets:
-    """Examples to match (encoded) and their target margins (Oracle / Datamodel Matching)."""
+    """Examples to match (encoded) and, per example, the target log-probability of each of its target
+    tokens (Oracle / Datamodel Matching): ``tokens[i]`` is a 1-d array in the order of
+    :func:`untrac.unlearn.margins.token_scores`."""
 
     examples: Dataset
-    margins: np.ndarray
+    tokens: Sequence[np.ndarray]
 
     def __post_init__(self) -> None:
-        self.margins = np.asarray(self.margins, dtype=np.float64)
-        if len(self.examples) != len(self.margins):
-            raise ValueError(f"{len(self.examples)} examples but {len(self.margins)} target margins")
-        if not np.isfinite(self.margins).all():
-            raise ValueError("target margins must be finite")
+        tokens = np.empty(len(self.tokens), dtype=object)
+        for i, t in enumerate(self.tokens):
+            tokens[i] = np.asarray(t, dtype=np.float64)
+            if tokens[i].ndim != 1 or not len(tokens[i]):
+                raise ValueError(f"MatchTargets.tokens[{i}] must be a non-empty 1-d array of token log-probabilities")
+        self.tokens = tokens
+        if len(self.examples) != len(self.tokens):
+            raise ValueError(f"{len(self.examples)} examples but target tokens of {len(self.tokens)}")
+        if not all(np.isfinite(t).all() for t in self.tokens):
+            raise ValueError("target token log-probabilities must be finite")
+
+    def flat(self) -> np.ndarray:
+        """Every target, example after example (what fingerprints them)."""
+        return np.concatenate(list(self.tokens))
 
 
 def retain_sample_indices(n_retain: int, size: int, seed: int) -> np.ndarray:
@@ -123,9 +137,9 @@ def matched_values(per_set: Mapping[str, np.ndarray], forget: str, retain_idx: n
 
 def oracle_targets(oracle: nn.Module, forget: Dataset, retain: Dataset, pad_id: int, retain_sample: int = 64,
                    seed: int = 0) -> MatchTargets:
-    """Oracle Matching targets: the oracle's margins on the forget set plus a retain sample."""
+    """Oracle Matching targets: the oracle's token log-probabilities on the forget set plus a retain sample."""
     examples = matched_examples(forget, retain, retain_sample_indices(len(retain), retain_sample, seed))
-    return MatchTargets(examples, margins(oracle, examples, pad_id))
+    return MatchTargets(examples, split_tokens(*token_scores(oracle, examples, pad_id)))
 
 
 def compute_fraction(algorithm: str, steps: int, batch_size: int, train_config: TrainConfig) -> float:
@@ -174,10 +188,14 @@ def unlearn_trajectory(
         stream = epoch_stream(targets.examples, bs, pad_id, encdec, config.seed, with_indices=True)
         device = next(work.parameters()).device
 
-        def objective() -> torch.Tensor:  # squared error of the margins
+        def objective() -> torch.Tensor:  # squared error of every target token's log-probability
             batch, idx = next(stream)
-            target = torch.as_tensor(targets.margins[idx])
-            return (sequence_margins(work, batch) - target.to(device)).pow(2).mean()
+            token_lp, keep = token_logprobs(work, batch)
+            target = torch.as_tensor(np.concatenate([targets.tokens[int(i)] for i in idx])).to(device)
+            if target.numel() != int(keep.sum()):
+                raise ValueError(f"targets hold {target.numel()} token log-probabilities for a batch of "
+                                 f"{int(keep.sum())} target tokens: they were computed on other examples")
+            return (token_lp[keep] - target).pow(2).mean()
     else:
         ascend = ascent.ascent_objective(work, epoch_stream(forget, bs, pad_id, encdec, config.seed))
         retain_stream = epoch_stream(retain, bs, pad_id, encdec, config.seed + 1) if algorithm == "ascent+descent" else None

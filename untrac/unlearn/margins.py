@@ -1,4 +1,5 @@
-"""Margins of sequence examples: the log-odds of the whole target answer (SPEC section 5).
+"""Margins of sequence examples: the log-odds of the whole target answer (SPEC section 5); and the
+per-token log-probabilities of the targets, which Oracle and Datamodel Matching match.
 
 ``m = log p(y|x) - log(1 - p(y|x))`` with ``log p(y|x) = sum_t log p(y_t | x, y_<t)`` over the
 target tokens (``labels != -100``). It generalises the classifier margin ``logit_y -
@@ -44,21 +45,29 @@ def margin_from_logprob(logprob: torch.Tensor) -> torch.Tensor:
     return lp - log1mexp(lp)
 
 
-def example_logprobs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per example: ``log p(y|x)`` (sum over target tokens, float64, differentiable) and the token count.
+def token_logprobs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p(y_t | x, y_<t)`` of every target position ``[batch, T]`` (float64, differentiable; 0
+    where there is no target) and the mask of target positions ``[batch, T]``.
 
     Same masking and shifting as :func:`untrac.models.example_losses` (both use
-    :func:`untrac.models.target_logits`; its value is ``-logprob / count``), with the log-softmax
-    taken in float64 so answers near certainty keep their precision.
+    :func:`untrac.models.target_logits`), with the log-softmax taken in float64 so answers near
+    certainty keep their precision. ``token_lp[mask]`` lists each example's target tokens in order,
+    example after example: the layout of :func:`token_scores`.
     """
     logits, labels = target_logits(model, batch)
     logp = torch.log_softmax(logits.double(), dim=-1)
     keep = labels != IGNORE
-    token_lp = logp.gather(-1, torch.where(keep, labels, 0).unsqueeze(-1)).squeeze(-1)
-    counts = keep.sum(1)
-    if (counts == 0).any():
+    if (keep.sum(1) == 0).any():
         raise ValueError("an example has no target tokens (all labels are -100): nothing to score")
-    return (token_lp * keep).sum(1), counts
+    token_lp = logp.gather(-1, torch.where(keep, labels, 0).unsqueeze(-1)).squeeze(-1)
+    return token_lp * keep, keep
+
+
+def example_logprobs(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per example: ``log p(y|x)`` (sum over target tokens, float64, differentiable) and the token count
+    (:func:`untrac.models.example_losses` is ``-logprob / count``)."""
+    token_lp, keep = token_logprobs(model, batch)
+    return token_lp.sum(1), keep.sum(1)
 
 
 def sequence_margins(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -84,6 +93,37 @@ def sequence_scores(model: nn.Module, dataset: Dataset, pad_id: int, batch_size:
     return lp, np.concatenate(counts)
 
 
+@torch.no_grad()
+def token_scores(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``(log-probabilities, counts)``: the log-probability of every target token of an encoded dataset,
+    flat (float64, example after example, each one's target tokens in order), and each example's
+    number of target tokens (:func:`split_tokens` makes one array per example)."""
+    check_nonempty("scored dataset", dataset)
+    was = model.training
+    model.eval()
+    out, counts = [], []
+    for b in batches(dataset, batch_size, pad_id, is_encoder_decoder(model)):
+        token_lp, keep = token_logprobs(model, b)
+        out.append(token_lp[keep].cpu().numpy())
+        counts.append(keep.sum(1).cpu().numpy())
+    model.train(was)
+    flat = np.concatenate(out)
+    if not np.isfinite(flat).all():
+        raise FloatingPointError("a token log-probability is not finite")
+    return flat, np.concatenate(counts)
+
+
+def split_tokens(flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Flat per-token values -> an object array of one float64 array per example (``counts`` tokens each)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() != len(flat):
+        raise ValueError(f"counts add up to {counts.sum()} tokens but there are {len(flat)} values")
+    out = np.empty(len(counts), dtype=object)
+    for i, part in enumerate(np.split(np.asarray(flat, dtype=np.float64), np.cumsum(counts)[:-1])):
+        out[i] = part
+    return out
+
+
 def margins_from_logprobs(logprob: np.ndarray) -> np.ndarray:
     """:func:`margin_from_logprob` on a numpy array."""
     return margin_from_logprob(torch.as_tensor(np.asarray(logprob, dtype=np.float64))).numpy()
@@ -96,5 +136,5 @@ def margins(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int = 3
 
 __all__ = [
     "MAX_LOGPROB", "example_logprobs", "log1mexp", "margin_from_logprob", "margins", "margins_from_logprobs",
-    "sequence_margins", "sequence_scores",
+    "sequence_margins", "sequence_scores", "split_tokens", "token_logprobs", "token_scores",
 ]
