@@ -4,7 +4,7 @@
 The executed notebook is then checked with nbval: re-executed from an empty cache, the cells tagged
 ``nbval-check-output`` (the result tables) must print the same numbers — the notebooks are
 deterministic on CPU, not just error-free. ``00_quickstart`` runs with no data mirror at all (what a
-fresh clone can run); 01-04 need it. Every notebook's parameters carry a type and a comment, which
+fresh clone can run); 01-05 need it. Every notebook's parameters carry a type and a comment, which
 ``papermill --help-notebook`` shows."""
 from __future__ import annotations
 
@@ -119,6 +119,17 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
         import pandas as pd
 
         assert set(pd.read_csv(tmp_path / "figures" / "03_table4_verdicts.csv")["table"]) == {"optimizers", "learning rates"}
+    if notebook.name.startswith("04"):
+        import pandas as pd
+
+        from untrac.experiments.unlearning import KLOM_CLAIMS
+
+        assert set(pd.read_csv(tmp_path / "figures" / "04_klom_verdicts.csv")["claim"]) == set(KLOM_CLAIMS)
+    if notebook.name.startswith("05"):
+        import pandas as pd
+
+        study = pd.read_csv(tmp_path / "figures" / "05_regime_study.csv")
+        assert list(study["candidate"].unique()) == ["as is", "vocabulary / 4", "2x layers", "2x training"]
 
     rerun = _nbval(executed, tmp_path / "fresh-cache")
     assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"

@@ -349,6 +349,22 @@ def test_pipeline_on_a_tiny_population(setup):
     assert list(table[table.forget == "train1"].algorithm)[:2] == ["do nothing", "DM-Direct"]
     comp = E.untrac_comparison(pop, runs)
     assert set(comp.method) == {f"UnTrac ({a})" for a in runs.algorithms} | {"ground truth (other seed)"}
+    verdicts = E.klom_verdicts(pop, runs, n_boot=200)
+    baselines = ["gradient ascent (lr 0.001)", "gradient ascent (lr 0.0001)", "ascent+descent"]
+    assert len(verdicts) == 3 * (2 * 4 + 3)  # groups x (2 matching x (nothing + 3 variants) + 3 variants vs nothing)
+    assert set(verdicts.verdict) <= {"holds", "fails", "inconclusive"}
+    # the claimed advantage by hand: mean over forget sets and examples of KLoM(do nothing) - KLoM(matching)
+    row = verdicts[(verdicts.method == "datamodel matching") & (verdicts.comparator == "do nothing")
+                   & (verdicts.group == "retain")].iloc[0]
+    def mean_klom(label, steps):
+        return np.mean([v for k in pop.train_names for v in klom.klom(*[
+            pop.groups({n: np.stack(m) for n, m in zip(pop.sets, zip(*[[d[n] for n in pop.sets] for d in per]))}, k)["retain"]
+            for per in (E._unlearned_margins(pop, runs, k, label, steps),
+                        [pop.margins(pop.oracles[s][k]) for s in (0, 1)])], preset.bins, preset.floor)])
+    assert row.difference == pytest.approx(mean_klom("do nothing", 0) - mean_klom("datamodel matching", 2))
+    assert row.ci_low <= row.difference <= row.ci_high
+    worse = verdicts[verdicts.claim == E.KLOM_CLAIMS[1]]
+    assert set(worse.comparator) == {"do nothing"} and set(worse.method) == set(baselines)
     quality = E.datamodel_quality(pop, dm)
     assert len(quality) == 4 * 3 and quality.mae.notna().all()
     assert set(E.klom_noise_floor(preset)) == {"p50", "p95", "p99"}

@@ -281,27 +281,83 @@ def klom_frame(pop: Population, runs: UnlearningRuns) -> pd.DataFrame:
     """
     preset = pop.preset
     train_cfg = preset.synthetic.train
-    seeds = list(pop.originals)
     rows = []
 
     def add(k: str, algorithm: str, steps: int, per_seed: list[dict[str, np.ndarray]], fraction: float) -> None:
-        oracle = [pop.margins(pop.oracles[s][k]) for s in seeds]
-        U = pop.groups({n: np.stack([m[n] for m in per_seed]) for n in pop.sets}, k)
-        O = pop.groups({n: np.stack([m[n] for m in oracle]) for n in pop.sets}, k)
-        for g in GROUPS:
-            values = klom.klom(U[g], O[g], preset.bins, preset.floor)
+        for g, values in _klom_values(pop, k, per_seed).items():
             rows.append({"family": pop.family, "forget": k, "algorithm": algorithm, "steps": steps,
                          "fraction": fraction, "group": g, "n": values.size, **klom.percentiles(values)})
 
     for k in pop.train_names:
-        add(k, "do nothing", 0, [pop.margins(pop.originals[s]) for s in seeds], 0.0)
-        add(k, "DM-Direct", 0, [runs.dm_direct[(k, s)] for s in seeds], 0.0)
+        add(k, "do nothing", 0, _unlearned_margins(pop, runs, k, "do nothing", 0), 0.0)
+        add(k, "DM-Direct", 0, _unlearned_margins(pop, runs, k, "DM-Direct", 0), 0.0)
         for label, a in runs.algorithms.items():
             bs = runs.configs[label].batch_size
             for steps in preset.budgets:
-                per_seed = [{n: margins_from_logprobs(lp) for n, lp in runs.scores[(label, k, s)][steps].items()}
-                            for s in seeds]
-                add(k, label, steps, per_seed, compute_fraction(a, steps, bs, train_cfg))
+                add(k, label, steps, _unlearned_margins(pop, runs, k, label, steps), compute_fraction(a, steps, bs, train_cfg))
+    return pd.DataFrame(rows)
+
+
+def _unlearned_margins(pop: Population, runs: UnlearningRuns, k: str, label: str, steps: int) -> list[dict[str, np.ndarray]]:
+    """Per seed, the margins (evaluated examples, per set) after unlearning ``k`` with ``label`` for ``steps``."""
+    seeds = list(pop.originals)
+    if label == "do nothing":
+        return [pop.margins(pop.originals[s]) for s in seeds]
+    if label == "DM-Direct":
+        return [runs.dm_direct[(k, s)] for s in seeds]
+    return [{n: margins_from_logprobs(lp) for n, lp in runs.scores[(label, k, s)][steps].items()} for s in seeds]
+
+
+def _klom_values(pop: Population, k: str, per_seed: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """KLoM of every evaluated example per group, unlearned models (one per seed) against the oracles of ``k``."""
+    oracle = [pop.margins(pop.oracles[s][k]) for s in pop.originals]
+    U = pop.groups({n: np.stack([m[n] for m in per_seed]) for n in pop.sets}, k)
+    O = pop.groups({n: np.stack([m[n] for m in oracle]) for n in pop.sets}, k)
+    return {g: klom.klom(U[g], O[g], pop.preset.bins, pop.preset.floor) for g in GROUPS}
+
+
+KLOM_CLAIMS = (  # Attribute-to-Delete's findings on KLoM (its blog post and paper), tested by klom_verdicts
+    "matching beats every baseline",  # "DMM performs much better than all existing baselines (KLoM score is lower)"
+    "baselines are worse than doing nothing",  # "Many existing baselines ... are worse than doing-nothing"
+)
+
+
+def klom_verdicts(pop: Population, runs: UnlearningRuns, steps: int | None = None, level: float = 0.95,
+                  n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Attribute-to-Delete's claims (:data:`KLOM_CLAIMS`) decided by code at budget ``steps`` (default:
+    the preset's reporting budget), per group of examples.
+
+    "matching beats every baseline": each matching method (Oracle, Datamodel) against doing nothing and
+    every gradient-based variant (each learning rate of gradient ascent and ascent+descent). "baselines
+    are worse than doing nothing": each gradient-based variant against doing nothing. ``difference`` is the
+    claimed advantage in mean KLoM (comparator minus claimant for "beats", variant minus doing nothing for
+    "worse"), over a [forget sets x examples] grid; the CI resamples forget sets and examples
+    (:func:`untrac.evaluate.bootstrap_verdict`): holds above 0, fails below, else inconclusive.
+    """
+    from ..evaluate import bootstrap_verdict
+
+    steps = pop.preset.report_steps if steps is None else steps
+    rng = np.random.default_rng(seed)
+    labels = ["do nothing", *runs.algorithms]
+    grid: dict[str, dict[str, np.ndarray]] = {}
+    for label in labels:
+        per_k = [_klom_values(pop, k, _unlearned_margins(pop, runs, k, label, steps)) for k in pop.train_names]
+        grid[label] = {}
+        for g in GROUPS:
+            width = max(v[g].size for v in per_k)
+            grid[label][g] = np.stack([np.pad(v[g].astype(float), (0, width - v[g].size), constant_values=np.nan)
+                                       for v in per_k])
+    matching = [l for l in runs.algorithms if runs.algorithms[l] in MATCHING]
+    baselines = [l for l in runs.algorithms if runs.algorithms[l] in ("gradient ascent", "ascent+descent")]
+    pairs = [(KLOM_CLAIMS[0], m, c, "beats") for m in matching for c in ["do nothing", *baselines]]
+    pairs += [(KLOM_CLAIMS[1], c, "do nothing", "worse") for c in baselines]
+    rows = []
+    for claim, method, comparator, kind in pairs:
+        for g in GROUPS:
+            a, b = grid[method][g], grid[comparator][g]
+            diff = b - a if kind == "beats" else a - b
+            rows.append({"family": pop.family, "claim": claim, "method": method, "comparator": comparator, "group": g,
+                         "steps": steps, **bootstrap_verdict(diff, rng, level, n_boot)})
     return pd.DataFrame(rows)
 
 
@@ -403,6 +459,9 @@ class Study:
     def noise_floor(self) -> dict[str, float]:
         return klom_noise_floor(self.preset)
 
+    def klom_verdicts(self) -> pd.DataFrame:
+        return pd.concat([klom_verdicts(self.populations[f], self.runs[f]) for f in self.populations], ignore_index=True)
+
     def models_trained(self) -> pd.DataFrame:
         """What the study trained, per family: originals, oracles, subset models, and their cost."""
         rows = []
@@ -427,7 +486,8 @@ def study(preset: UnlearningPreset, algorithms: Sequence[str] = ALGORITHMS[1:], 
 
 
 __all__ = [
-    "GROUPS", "Population", "Study", "UnlearningRuns", "build_population", "datamodel_quality",
-    "fit_population_datamodel", "klom_frame", "klom_noise_floor", "klom_overview", "klom_table", "population",
+    "GROUPS", "KLOM_CLAIMS", "Population", "Study", "UnlearningRuns", "build_population", "datamodel_quality",
+    "fit_population_datamodel", "klom_frame", "klom_noise_floor", "klom_overview", "klom_table", "klom_verdicts",
+    "population",
     "study", "unlearning_runs", "untrac_comparison",
 ]
