@@ -401,4 +401,9 @@ def test_heldout_truth_ceiling_and_seed_noise_by_hand():
     assert noise["ratio"] == pytest.approx(noise["spread"] / (noise["seed_sd"] / np.sqrt(3)))
     agree = np.mean([np.corrcoef(stack[k], np.delete(stack, k, 0).mean(0))[0, 1] for k in range(3)])
     assert noise["agreement"] == pytest.approx(agree)
-    assert np.isnan(seed_noise([truths[0]])["ratio"])
+    var = stack.var(0, ddof=1).mean()  # the spread of a 3-seed mean carries var / 3 of seed noise
+    want = np.sqrt(max(stack.mean(0).std(ddof=1) ** 2 - var / 3, 0.0))
+    assert noise["spread_corrected"] == pytest.approx(want) and want < noise["spread"]
+    assert noise["ratio_corrected"] == pytest.approx(want / (noise["seed_sd"] / np.sqrt(3)))
+    assert noise["ratio_one_seed_corrected"] == pytest.approx(want / noise["seed_sd"])
+    assert np.isnan(seed_noise([truths[0]])["ratio"]) and np.isnan(seed_noise([truths[0]])["ratio_corrected"])

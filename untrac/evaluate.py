@@ -180,6 +180,12 @@ def seed_noise(truths: Sequence[Influence], columns: Sequence[int] | None = None
     ``ratio_heldout``, ``ratio_one_seed``: spread over each of them; ``above`` — share of test sets
     whose spread exceeds their held-out noise; ``agreement`` — mean over seeds of the Pearson
     correlation of one seed's truth with the other seeds' mean (the ceiling). NaN with one seed.
+
+    The spread of a mean over few seeds is inflated by their noise (its variance across training sets
+    is the true one plus the seed variance / seeds): ``spread_corrected`` removes that part per test
+    set, ``sqrt(max(spread^2 - mean seed variance / seeds, 0))``, and ``ratio_corrected`` /
+    ``ratio_one_seed_corrected`` use it. The uncorrected ratios overstate how far the truth is above
+    its noise, most at few seeds.
     """
     stack = np.stack([t.values for t in truths])  # [seeds, K, S]
     cols = list(range(stack.shape[2])) if columns is None else list(columns)
@@ -188,15 +194,19 @@ def seed_noise(truths: Sequence[Influence], columns: Sequence[int] | None = None
     if n < 2:
         nan = float("nan")
         return {"seeds": n, "spread": float(spread.mean()), "seed_sd": nan, "truth_se": nan, "heldout_se": nan,
-                "ratio": nan, "ratio_heldout": nan, "ratio_one_seed": nan, "above": nan, "agreement": nan}
+                "ratio": nan, "ratio_heldout": nan, "ratio_one_seed": nan, "above": nan, "agreement": nan,
+                "spread_corrected": nan, "ratio_corrected": nan, "ratio_one_seed_corrected": nan}
     sd = stack.std(0, ddof=1).mean(0)  # per test set
+    corrected = float(np.sqrt(np.maximum(spread**2 - stack.var(0, ddof=1).mean(0) / n, 0.0)).mean())
     agreement = np.nanmean([per_subset_correlation(t, mean_truth([o for i, o in enumerate(truths) if i != k]))[cols]
                             for k, t in enumerate(truths)])
     m, sd_mean = float(spread.mean()), float(sd.mean())
     return {"seeds": n, "spread": m, "seed_sd": sd_mean, "truth_se": sd_mean / np.sqrt(n),
             "heldout_se": sd_mean / np.sqrt(n - 1), "ratio": m / (sd_mean / np.sqrt(n)),
             "ratio_heldout": m / (sd_mean / np.sqrt(n - 1)), "ratio_one_seed": m / sd_mean,
-            "above": float(np.mean(spread > sd / np.sqrt(n - 1))), "agreement": float(agreement)}
+            "above": float(np.mean(spread > sd / np.sqrt(n - 1))), "agreement": float(agreement),
+            "spread_corrected": corrected, "ratio_corrected": corrected / (sd_mean / np.sqrt(n)),
+            "ratio_one_seed_corrected": corrected / sd_mean}
 
 
 REFERENCES = ("Overlap (TF-IDF)", "Random")  # rows that ask no model

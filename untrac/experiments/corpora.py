@@ -336,7 +336,8 @@ def noise_floor(preset: CorporaPreset, setting: str = "equal", progress: bool = 
     """
     s = corpora_setting(preset, setting, classic=False, progress=progress)
     truths, truth = [s.truths[seed] for seed in s.seeds], s.truth
-    names = {"spread": "corpus_spread", "above": "subsets_above", "agreement": "seed_agreement"}
+    names = {"spread": "corpus_spread", "above": "subsets_above", "agreement": "seed_agreement",
+             "spread_corrected": "corpus_spread_corrected"}
     rows = []
     for testset in testsets_of(truth):
         cols = [i for i, name in enumerate(truth.test_names) if name.split("/", 1)[0] == testset]

@@ -34,6 +34,7 @@ def beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 
 NOISE_BARS = {"corpus_spread": "std over corpora of the truth (mean over seeds)",
+              "corpus_spread_corrected": "the same, its seed noise removed",
               "seed_sd": "noise of one seed's truth (std over seeds)",
               "heldout_se": "noise of the truth each run is scored against",
               "truth_se": "noise of the mean over all seeds"}
@@ -55,7 +56,7 @@ def plot_noise_floor(frame: pd.DataFrame, *, scale: str | None = None, caption: 
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     seeds = int(frame["seeds"].iloc[0]) if "seeds" in frame.columns else None
     text = ("Per test set, averaged over its subsets: how much the leave-dataset-out ground truth varies across the "
-            "corpora (first bar) against how much it moves between training seeds"
+            "corpora (first bar; second, with the seed noise it carries removed) against how much it moves between training seeds"
             + (f" ({seeds} seeds)" if seeds else "") + ": for one seed's truth, for the mean of the other seeds "
             "(what each run is scored against) and for the mean of all seeds. The truth can only be traced where "
             "the first bar clearly exceeds the others (3x is this project's bar).")
