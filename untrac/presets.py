@@ -11,7 +11,7 @@ fields are addressed with ``__`` (``train__steps=100``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -411,6 +411,17 @@ def _replace(obj: Any, path: list[str], value: Any) -> Any:
     return dataclasses.replace(obj, **{path[0]: _replace(getattr(obj, path[0]), path[1:], value)})
 
 
+def override(obj: Any, overrides: Mapping[str, Any], where: str = "") -> Any:
+    """``obj`` (a preset, or any nested frozen dataclass) with ``overrides`` applied, ``a__b=v`` for nested
+    fields; a key that names no field is a ``ValueError`` (``where`` names the preset in its message)."""
+    for key, value in overrides.items():
+        try:
+            obj = _replace(obj, key.split("__"), value)
+        except (TypeError, AttributeError) as err:
+            raise ValueError(f"cannot override {key!r}{where}: {err}") from err
+    return obj
+
+
 def preset(experiment: str, scale: str, **overrides: Any) -> Any:
     """The ``scale`` preset of ``experiment`` with ``overrides`` applied (``a__b=v`` for nested;
     ``None`` values are ignored, lists become tuples, so notebook parameters pass straight through)."""
@@ -419,14 +430,5 @@ def preset(experiment: str, scale: str, **overrides: Any) -> Any:
     table = PRESETS[experiment]
     if scale not in table:
         raise ValueError(f"unknown scale {scale!r}; choose from {sorted(table)}")
-    out = table[scale]
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if isinstance(value, list):
-            value = tuple(value)
-        try:
-            out = _replace(out, key.split("__"), value)
-        except (TypeError, AttributeError) as err:
-            raise ValueError(f"cannot override {key!r} in the {experiment}/{scale} preset: {err}") from err
-    return out
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    return override(table[scale], given, f" in the {experiment}/{scale} preset")

@@ -26,7 +26,6 @@ models each (about 40 minutes on one core in all; the first candidate is noteboo
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -34,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..presets import CorporaPreset
+from ..presets import CorporaPreset, override
 from .corpora import corpora_setting, noise_floor
 
 # one change each from the corpora preset of the study's scale (seeds set by the study); fixed before any ran
@@ -74,15 +73,7 @@ def final_loss(log: Mapping[str, Any], tail: float = 0.25) -> float:
 
 def candidate_preset(base: CorporaPreset, overrides: Mapping[str, Any], seeds: Sequence[int]) -> CorporaPreset:
     """``base`` with ``overrides`` (``a__b`` nested keys) and training seeds ``seeds``, equal setting only."""
-    out = base
-    for key, value in overrides.items():
-        parts = key.split("__")
-        if len(parts) == 1:
-            out = dataclasses.replace(out, **{key: value})
-        else:
-            inner = getattr(out, parts[0])
-            out = dataclasses.replace(out, **{parts[0]: dataclasses.replace(inner, **{parts[1]: value})})
-    return dataclasses.replace(out, seeds=tuple(seeds), settings=("equal",), classic=False)
+    return override(base, {**overrides, "seeds": tuple(seeds), "settings": ("equal",), "classic": False})
 
 
 def regime_row(name: str, preset: CorporaPreset, progress: bool = False) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ than infinity.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -76,41 +76,39 @@ def sequence_margins(model: nn.Module, batch: Mapping[str, torch.Tensor]) -> tor
 
 
 @torch.no_grad()
-def sequence_scores(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """``(log p(y|x), number of target tokens)`` of every example of an encoded dataset, in order."""
+def _scored(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int, what: str,
+            score: Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
+    """``score`` of every batch of an encoded dataset in eval mode (restored after), concatenated: its
+    values (checked finite) and the examples' target-token counts."""
     check_nonempty("scored dataset", dataset)
     was = model.training
     model.eval()
-    lps, counts = [], []
+    values, counts = [], []
     for b in batches(dataset, batch_size, pad_id, is_encoder_decoder(model)):
-        lp, n = example_logprobs(model, b)
-        lps.append(lp.cpu().numpy())
+        v, n = score(b)
+        values.append(v.cpu().numpy())
         counts.append(n.cpu().numpy())
     model.train(was)
-    lp = np.concatenate(lps)
-    if not np.isfinite(lp).all():
-        raise FloatingPointError("a sequence log-probability is not finite")
-    return lp, np.concatenate(counts)
+    out = np.concatenate(values)
+    if not np.isfinite(out).all():
+        raise FloatingPointError(f"a {what} log-probability is not finite")
+    return out, np.concatenate(counts)
 
 
-@torch.no_grad()
+def sequence_scores(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """``(log p(y|x), number of target tokens)`` of every example of an encoded dataset, in order."""
+    return _scored(model, dataset, pad_id, batch_size, "sequence", lambda b: example_logprobs(model, b))
+
+
 def token_scores(model: nn.Module, dataset: Dataset, pad_id: int, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """``(log-probabilities, counts)``: the log-probability of every target token of an encoded dataset,
     flat (float64, example after example, each one's target tokens in order), and each example's
     number of target tokens (:func:`split_tokens` makes one array per example)."""
-    check_nonempty("scored dataset", dataset)
-    was = model.training
-    model.eval()
-    out, counts = [], []
-    for b in batches(dataset, batch_size, pad_id, is_encoder_decoder(model)):
+    def flat(b: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         token_lp, keep = token_logprobs(model, b)
-        out.append(token_lp[keep].cpu().numpy())
-        counts.append(keep.sum(1).cpu().numpy())
-    model.train(was)
-    flat = np.concatenate(out)
-    if not np.isfinite(flat).all():
-        raise FloatingPointError("a token log-probability is not finite")
-    return flat, np.concatenate(counts)
+        return token_lp[keep], keep.sum(1)
+
+    return _scored(model, dataset, pad_id, batch_size, "token", flat)
 
 
 def split_tokens(flat: np.ndarray, counts: np.ndarray) -> np.ndarray:
