@@ -4,6 +4,7 @@
     python -m bench --quick    # fewer repetitions (~1 min)
     python -m bench --paper    # OPT-125M at batch 1 x 1024 (steps/s, MFU, projected time per corpus)
     python -m bench --profile  # add torch.profiler tables of the unlearning loop vs the bare loop
+    python -m bench --levers   # issue 13's levers (vocabulary, bf16, fused AdamW) at the mini models' shapes
 
 Each mode rewrites its own section of RESULTS.md and keeps the others.
 """
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paper", action="store_true", help="run the OPT-125M paper-scale path instead of the main bench")
     parser.add_argument("--paper-steps", type=int, default=None, help="timed steps per variant (default: 50 on CUDA, 2 on CPU)")
     parser.add_argument("--compile", action="store_true", help="--paper: also time a torch.compile variant")
+    parser.add_argument("--levers", action="store_true", help="time the speed levers at the mini models' shapes instead")
     parser.add_argument("--profile", action="store_true", help="also profile the unlearning loop against the bare loop")
     parser.add_argument("--no-fast", action="store_true", help="skip the fast-path rows of (1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -78,6 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{time.perf_counter() - started:.0f} s.\n\n" + "\n".join(f"- {n}" for n in notes) + "\n\n" + table(rows))
         print(body)
         write_section(args.out, "paper", body)
+        return 0
+
+    if args.levers:
+        from .levers import run_levers
+
+        rows, workload = run_levers(device, reps=3 if args.quick else 7)
+        body = (f"## Speed levers at the mini models' shapes (issue 13)\n\n{stamp}; {machine}; {workload}; "
+                f"{time.perf_counter() - started:.0f} s. One AdamW training step; see bench/levers.py.\n\n" + table(rows))
+        print(body)
+        write_section(args.out, "levers", body)
         return 0
 
     from . import suite

@@ -1,0 +1,89 @@
+"""``python -m bench --levers``: the speed levers of issue 13, each measured against the same baseline in one run.
+
+One AdamW training step (forward, token-mean NLL through :func:`untrac.models.example_losses`, backward,
+step) at the shapes of the two ``mini`` models — the corpora model (1-layer OPT, d 128, batch 8 x 64)
+and the synthetic model (4-layer OPT, d 128; pretraining batch 16 x 128, fine-tuning batch 16 x 48) —
+for each lever on its own and combined:
+
+* ``vocabulary / 4``: a 1,024-token vocabulary instead of 4,096 (the logits, the log-softmax and the
+  tied embedding shrink four-fold; the layers stay);
+* ``bf16 autocast``: ``torch.autocast("cpu", bfloat16)`` around the forward (what
+  :class:`untrac.accel.Accel` does), on a CPU with native bf16 (AMX / avx512_bf16) where present;
+* ``fused AdamW``: ``torch.optim.AdamW(fused=True)`` instead of the for-loop default on CPU.
+
+Variants run round-robin in one process (:func:`bench.common.interleaved`), ratios are medians over
+rounds of the per-round ratio against the baseline. GFLOP/s counts ``6 x parameters x tokens`` (the
+tied LM head included) against a measured fp32 GEMM rate of this core (:func:`bench.paper.cpu_peak`).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import OPTConfig, OPTForCausalLM
+
+from untrac.models import example_losses
+
+from .common import interleaved, paired_ratio
+from .paper import cpu_peak
+
+# (label, layers, vocabulary, batch, block): the mini presets' shapes (untrac/presets.py)
+SHAPES = (
+    ("corpora mini model, training", 1, 4096, 8, 64),
+    ("synthetic mini model, pretraining", 4, 4096, 16, 128),
+    ("synthetic mini model, fine-tuning", 4, 4096, 16, 48),
+)
+LEVERS: dict[str, dict[str, Any]] = {
+    "baseline (fp32, for-loop AdamW)": {},
+    "vocabulary / 4": {"vocab_div": 4},
+    "bf16 autocast": {"bf16": True},
+    "fused AdamW": {"fused": True},
+    "vocabulary / 4 + fused AdamW": {"vocab_div": 4, "fused": True},
+    "vocabulary / 4 + bf16 + fused": {"vocab_div": 4, "bf16": True, "fused": True},
+}
+
+
+def _step_fn(layers: int, vocab: int, batch: int, block: int, steps: int, device: torch.device,
+             vocab_div: int = 1, bf16: bool = False, fused: bool = False) -> tuple[Callable[[], int], int]:
+    vocab //= vocab_div
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=vocab, hidden_size=128, word_embed_proj_dim=128, num_hidden_layers=layers, ffn_dim=512,
+                       num_attention_heads=4, max_position_embeddings=256, dropout=0.0, attention_dropout=0.0)
+    model = OPTForCausalLM(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **({"fused": True} if fused else {}))
+    ids = torch.randint(4, vocab, (batch, block), generator=torch.Generator().manual_seed(0)).to(device)
+    data = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
+
+    def run() -> int:
+        for _ in range(steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = example_losses(model, data).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return steps * batch * block
+
+    return run, sum(p.numel() for p in model.parameters())
+
+
+def run_levers(device: torch.device, reps: int = 7, steps: int = 5) -> tuple[list[dict], str]:
+    """Rows (shape x lever): ms per step, speed-up vs the baseline of the same shape, GFLOP/s and % of peak."""
+    peak, peak_note = cpu_peak() if device.type == "cpu" else (float("nan"), "GPU: no CPU peak")
+    rows = []
+    for label, layers, vocab, batch, block in SHAPES:
+        fns, params = {}, {}
+        for lever, opts in LEVERS.items():
+            fns[lever], params[lever] = _step_fn(layers, vocab, batch, block, steps, device, **opts)
+        series = interleaved(fns, reps, device)
+        base = series[next(iter(LEVERS))]
+        for lever, s in series.items():
+            sec = float(np.median(s.seconds())) / steps
+            flops = 6 * params[lever] * batch * block / sec
+            rows.append({"shape": label, "lever": lever, "ms per step": f"{1e3 * sec:.1f}",
+                         "speed-up vs baseline": f"{paired_ratio(s, base):.2f}x",
+                         "GFLOP/s": f"{flops / 1e9:.0f}", "% of fp32 GEMM peak": f"{100 * flops / peak:.0f}"})
+            print(rows[-1], flush=True)
+    return rows, (f"{reps} interleaved rounds of {steps} steps per variant; {torch.get_num_threads()} thread(s); "
+                  f"peak: {peak_note}")
