@@ -129,7 +129,7 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
         import pandas as pd
 
         study = pd.read_csv(tmp_path / "figures" / "05_regime_study.csv")
-        assert list(study["candidate"].unique()) == ["as is", "vocabulary / 4", "2x layers", "2x training"]
+        assert list(study["candidate"].unique()) == ["as is", "vocabulary x 4", "2x layers", "2x training"]
 
     rerun = _nbval(executed, tmp_path / "fresh-cache")
     assert rerun.returncode == 0, f"the notebook's tables changed on re-execution:\n{rerun.stdout[-4000:]}"

@@ -27,7 +27,7 @@ def test_candidates_change_one_thing_and_the_study_sets_seeds_and_setting():
     base = untrac.preset("corpora", "mini")
     built = {name: regime.candidate_preset(base, make(base), (0, 1)) for name, make in regime.CANDIDATES.items()}
     assert built["as is"] == regime.candidate_preset(base, {}, (0, 1))
-    assert built["vocabulary / 4"].model.vocab_size == 1024 and built["2x layers"].model.n_layers == 2
+    assert built["vocabulary x 4"].model.vocab_size == 4096 and built["2x layers"].model.n_layers == 2
     assert (built["2x training"].train.steps, built["2x training"].anneal.steps) == (2000, 500)
     for p in built.values():
         assert p.seeds == (0, 1) and p.settings == ("equal",) and p.classic is False
@@ -47,3 +47,18 @@ def test_select_takes_the_cheapest_candidate_meeting_both_criteria_on_every_test
     table = pd.DataFrame(rows)
     assert regime.select(table) == "good"
     assert regime.select(table[table.candidate.isin(["cheap but noisy", "unigram-like"])]) is None
+
+
+def test_fallback_takes_the_least_training_time_to_3x_on_the_worst_test_set():
+    rows = []
+    # worst-test-set seconds to 3x: cheap 9 x 1 = 9, good 3 x 5 = 15, dear 1 x 9 = 9 but second in order,
+    # unigram-like 2 but excluded (0.1 nats below the unigram), "never" has no estimate on one test set
+    for name, seeds, below, cost in (("cheap but noisy", (2, 9), 1.0, 1.0), ("good", (3, 2), 0.6, 5.0),
+                                     ("dear", (1, 1), 1.0, 9.0), ("unigram-like", (1, 1), 0.1, 2.0),
+                                     ("never", (None, 1), 1.0, 0.5)):
+        rows += [{"candidate": name, "testset": t, "seeds_for_3x": s, "below_unigram": below, "seconds_per_model": cost}
+                 for t, s in zip(("toxigen", "winobias"), seeds)]
+    table = pd.DataFrame(rows)
+    assert regime.fallback(table) == "cheap but noisy"
+    assert regime.fallback(table[table.candidate != "cheap but noisy"]) == "dear"
+    assert regime.fallback(table[table.candidate.isin(["unigram-like", "never"])]) is None

@@ -64,8 +64,8 @@ def plot_noise_floor(frame: pd.DataFrame, *, scale: str | None = None, caption: 
 
 
 @themed
-def plot_regime_study(frame: pd.DataFrame, selected: str | None = None, *, scale: str | None = None,
-                      caption: str | None = None) -> plt.Figure:
+def plot_regime_study(frame: pd.DataFrame, selected: str | None = None, *, fallback: str | None = None,
+                      scale: str | None = None, caption: str | None = None) -> plt.Figure:
     """The regime study (:func:`untrac.experiments.regime.regime_study`): left, the truth's spread over its
     noise per candidate and test set, for one seed's truth and for a 3-seed mean, with the 3x bar; right,
     the base model's training loss against the unigram entropy of its data, and the seconds per model."""
@@ -95,7 +95,8 @@ def plot_regime_study(frame: pd.DataFrame, selected: str | None = None, *, scale
             "the seed-to-seed sd; the 3-seed mean's noise is sqrt(3) smaller), 3x dashed. Right: the base model's "
             "training loss against the unigram entropy of its data (how much it learnt beyond word frequencies), "
             "and above them the seconds a model costs. " + (f"Selected by the rule stated in advance: {selected}." if selected
-                                                 else "No candidate meets the rule stated in advance."))
+                                                 else "No candidate meets the rule stated in advance.")
+            + (f" The fallback (least training time to 3x on the worst test set) takes: {fallback}." if fallback else ""))
     return annotate(fig, text, scale, caption)
 
 
