@@ -66,3 +66,29 @@ def test_dataset_loss_is_mean_of_examples_and_batching_invariant(tiny):
         per = torch.cat([example_losses(model, b) for b in batches(ds, 1, pad)])
     assert one == pytest.approx(many, rel=1e-12) and one == pytest.approx(per.mean().item(), rel=1e-12)
     assert math.isfinite(one)
+
+
+def test_exact_match_is_greedy_decoding_reproducing_the_target(tokenizer):
+    """Targets built by a hand-written greedy decoding loop match; the same with one token changed does not."""
+    from untrac.data.batching import collate
+    from untrac.models import build_model, exact_match
+
+    model = build_model(tiny_spec(), tokenizer, seed=0).double().eval()
+
+    def greedy(prompt: list[int], n: int) -> list[int]:
+        ids = list(prompt)
+        for _ in range(n):  # one token at a time, each the arg-max given everything before it
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+        return ids[len(prompt):]
+
+    rows = []
+    for prompt, n in (([1, 5, 6], 3), ([1, 9], 2), ([1, 7, 8, 9, 10], 1), ([1, 11, 12], 4)):
+        target = greedy(prompt, n)
+        rows.append({"input_ids": prompt + target, "labels": [-100] * len(prompt) + target})
+    wrong = dict(rows[3])
+    wrong["input_ids"] = wrong["input_ids"][:-1] + [(wrong["input_ids"][-1] + 1) % 200 + 3]  # the last token differs
+    wrong["labels"] = wrong["labels"][:-1] + wrong["input_ids"][-1:]
+    batch = collate(rows[:3] + [wrong], tokenizer.pad_token_id)  # padded: lengths 6, 4, 6, 7
+    assert exact_match(model, [batch]) == 0.75
+    assert exact_match(model, [collate(rows, tokenizer.pad_token_id)]) == 1.0
+    assert model.training is False

@@ -62,3 +62,28 @@ def test_fallback_takes_the_least_training_time_to_3x_on_the_worst_test_set():
     assert regime.fallback(table) == "cheap but noisy"
     assert regime.fallback(table[table.candidate != "cheap but noisy"]) == "dear"
     assert regime.fallback(table[table.candidate.isin(["unigram-like", "never"])]) is None
+
+
+def test_synthetic_candidates_change_one_thing():
+    base = untrac.preset("synthetic", "mini")
+    built = {name: untrac.presets.override(base, make(base)) for name, make in regime.SYNTHETIC_CANDIDATES.items()}
+    assert built["as is"] == base
+    assert built["one epoch"].train.steps == 64 == 4 * base.n_examples // base.train.batch_size  # each set seen once
+    assert built["one epoch"].train.lr == base.train.lr and built["one epoch"].model == base.model
+    assert built["vocabulary / 4"].model.vocab_size == 1024 and built["vocabulary / 4"].train == base.train
+    with pytest.raises(ValueError, match="at least 2"):
+        regime.synthetic_regime_study(base, seeds=1)
+    with pytest.raises(ValueError, match="unknown candidates"):
+        regime.synthetic_regime_study(base, ["bigger"])
+
+
+def test_select_synthetic_needs_3x_and_a_learnt_task_on_every_family():
+    rows = []
+    for name, seeds, match, cost in (("cheap, task not learnt", (2, 2), (0.9, 0.0), 1.0), ("good", (3, 2), (0.3, 0.5), 5.0),
+                                     ("dear", (1, 1), (1.0, 1.0), 9.0), ("noisy", (2, None), (1.0, 1.0), 2.0)):
+        rows += [{"candidate": name, "family": f, "seeds_for_3x": s, "exact_match": m, "seconds_per_model": cost}
+                 for f, s, m in zip("AB", seeds, match)]
+    table = pd.DataFrame(rows)
+    assert regime.select_synthetic(table) == "good"
+    assert regime.select_synthetic(table[table.candidate != "good"]) == "dear"
+    assert regime.select_synthetic(table[table.candidate.isin(["cheap, task not learnt", "noisy"])]) is None

@@ -251,6 +251,23 @@ def dataset_loss(model: nn.Module, eval_batches: Sequence[Mapping[str, torch.Ten
     return value
 
 
+@torch.no_grad()
+def exact_match(model: nn.Module, eval_batches: Sequence[Mapping[str, torch.Tensor]]) -> float:
+    """Share of examples whose target greedy decoding reproduces exactly: every target token is the
+    arg-max of the logits given the prompt and the target tokens before it (teacher forcing). Greedy
+    decoding emits the target iff this holds at each of its positions, so one forward pass decides it."""
+    was_training = model.training
+    model.eval()
+    hits, n = 0, 0
+    for b in eval_batches:
+        logits, labels = target_logits(model, b)
+        wrong = (logits.argmax(-1) != labels) & (labels != IGNORE)
+        hits += int((~wrong.any(1)).sum())
+        n += len(labels)
+    model.train(was_training)
+    return hits / n
+
+
 def eval_batches(dataset: Any, tokenizer: Any, model: nn.Module, batch_size: int = 64) -> list[dict[str, torch.Tensor]]:
     """Length-bucketed evaluation batches of an encoded dataset, ready for :func:`dataset_loss`."""
     return batches(dataset, batch_size, tokenizer.pad_token_id, is_encoder_decoder(model), by_length=True)

@@ -1,4 +1,6 @@
-"""Which mini regime can decide anything? A study of the corpora model that never looks at a method.
+"""Which mini regime can decide anything? A study of the mini models that never looks at a method.
+
+**The corpora model** (notebook 02's):
 
 Every candidate is the corpora preset with one change (twice the training, twice the layers, four
 times the vocabulary: the model ``mini`` used before the study), fixed here in advance. Each is judged only by quantities that do not involve
@@ -29,8 +31,18 @@ it faster. The first study's numbers (as is 569 s, vocabulary / 4 458 s, 2x laye
 1,686 s) picked the 1,024-token vocabulary, which ``mini`` has used since; the study now runs around
 that model, and the former one is the ``vocabulary x 4`` candidate.
 
-Notebook ``05_regime_study`` runs it and draws it; at ``mini`` the new candidates train 2 seeds x 9
-models each (the first candidate is notebook 02's models).
+**The synthetic model** (notebook 01's; :data:`SYNTHETIC_CANDIDATES`, fixed on 2026-11-27 before any ran:
+as is, one fine-tuning epoch as in the paper, a quarter of the vocabulary), run 0 of both families with
+``seeds`` training seeds, judged by the truth's spread over its seed noise (:func:`untrac.evaluate.seed_noise`),
+whether the fine-tuned model has learnt the test task (``exact_match``: share of test prompts whose target
+greedy decoding reproduces, :func:`untrac.models.exact_match`; the test loss beside it) and the seconds a
+fine-tuned model costs. Rule (stated before any ran): the cheapest candidate whose truth reaches 3x its
+noise with at most 3 seeds and whose exact match is at least 0.25, on both families; none if none does
+(then ``mini`` keeps its synthetic model; no fallback).
+
+Notebook ``05_regime_study`` runs both and draws them; at ``mini`` the new corpora candidates train 2
+seeds x 9 models each (the first candidate is notebook 02's models), the synthetic ones 3 seeds x 5 models
+per family (the first is notebook 01's run 0).
 """
 from __future__ import annotations
 
@@ -41,8 +53,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..presets import CorporaPreset, override
+from ..evaluate import seed_noise
+from ..models import dataset_loss, eval_batches, exact_match
+from ..parallel import prefetch
+from ..presets import CorporaPreset, SyntheticPreset, override
+from ..training import leave_dataset_out, leave_dataset_out_calls
+from ..truth import cached_ground_truth
 from .corpora import corpora_setting, noise_floor
+from .setup import with_seed
+from .synthetic import run_seeds, synthetic_data, synthetic_setup
 
 # one change each from the corpora preset of the study's scale (seeds set by the study); fixed before any ran
 CANDIDATES: dict[str, Callable[[CorporaPreset], dict[str, Any]]] = {
@@ -140,4 +159,73 @@ def regime_study(base: CorporaPreset, candidates: Sequence[str] | None = None, s
     return pd.DataFrame(rows)
 
 
-__all__ = ["CANDIDATES", "candidate_preset", "fallback", "final_loss", "regime_row", "regime_study", "select", "unigram_entropy"]
+# -- the synthetic model ----------------------------------------------------------------------------
+
+def _one_epoch(p: SyntheticPreset) -> dict[str, Any]:
+    steps = math.ceil(4 * p.n_examples / p.train.batch_size)  # four training sets, each seen once
+    return {"train__steps": steps, "train__checkpoint_every": max(1, steps // 4)}
+
+
+# one change each from the synthetic preset of the study's scale; fixed before any ran (2026-11-27)
+SYNTHETIC_CANDIDATES: dict[str, Callable[[SyntheticPreset], dict[str, Any]]] = {
+    "as is": lambda p: {},
+    "one epoch": _one_epoch,  # the paper fine-tunes one epoch; mini ran 8
+    "vocabulary / 4": lambda p: {"model__vocab_size": max(p.model.vocab_size // 4, 300)},  # byte BPE needs > 256
+}
+MIN_EXACT_MATCH = 0.25  # the synthetic rule's bar for "the test task is learnt"
+
+
+def synthetic_regime_study(base: SyntheticPreset, candidates: Sequence[str] | None = None, seeds: int = 3, run: int = 0,
+                           progress: bool = True, executor: Any = None) -> pd.DataFrame:
+    """One row per candidate of :data:`SYNTHETIC_CANDIDATES` (or those named) and family: the truth's seed noise
+    (run ``run``, ``seeds`` training seeds ``run, run + 1, ...``), the fine-tuned models' exact match and test
+    loss (means over seeds), ``seconds_per_model`` (mean over every fine-tuned model) and ``seconds_to_3x``."""
+    names = list(SYNTHETIC_CANDIDATES) if candidates is None else list(candidates)
+    unknown = [n for n in names if n not in SYNTHETIC_CANDIDATES]
+    if unknown:
+        raise ValueError(f"unknown candidates {unknown}; choose from {list(SYNTHETIC_CANDIDATES)}")
+    if seeds < 2:
+        raise ValueError(f"seeds must be at least 2 (the noise is seed to seed), got {seeds}")
+    jobs = []  # (name, preset, family, tokenizer, base model, train sets, test sets)
+    for name in names:
+        preset = override(base, {**SYNTHETIC_CANDIDATES[name](base), "seeds_per_run": seeds})
+        tokenizer, model = synthetic_setup(preset, progress)
+        for family in preset.families:
+            _, train_sets, test_sets = synthetic_data(preset, family, run, tokenizer, model)
+            jobs.append((name, preset, family, tokenizer, model, train_sets, test_sets))
+    prefetch([c for _, p, _, tok, m, tr, _ in jobs for seed in run_seeds(p, run)
+              for c in leave_dataset_out_calls(m, tr, with_seed(p.train, seed), tok.pad_token_id)],
+             executor, progress=progress, desc="models")
+    rows = []
+    for name, preset, family, tokenizer, model, train_sets, test_sets in jobs:
+        pad = tokenizer.pad_token_id
+        batches = eval_batches(test_sets["test"], tokenizer, model)
+        truths, matches, losses, seconds = [], [], [], []
+        for seed in run_seeds(preset, run):
+            trained, counterfactuals = leave_dataset_out(model, train_sets, with_seed(preset.train, seed), pad, progress=False)
+            truths.append(cached_ground_truth(trained, counterfactuals, test_sets, pad))
+            matches.append(exact_match(trained.model, batches))
+            losses.append(dataset_loss(trained.model, batches))
+            seconds += [t.log.get("seconds", np.nan) for t in (trained, *counterfactuals.values())]
+        noise = seed_noise(truths)
+        ratio1, per_model = float(noise["ratio_one_seed"]), float(np.nanmean(seconds))
+        need = math.ceil((3 / ratio1) ** 2) if ratio1 > 0 else None
+        rows.append({"candidate": name, "family": family, "seeds": seeds, "ratio_one_seed": ratio1,
+                     "ratio_one_seed_corrected": float(noise["ratio_one_seed_corrected"]), "seeds_for_3x": need,
+                     "seed_agreement": float(noise["agreement"]), "exact_match": float(np.mean(matches)),
+                     "test_loss": float(np.mean(losses)), "train_steps": preset.train.steps,
+                     "seconds_per_model": per_model, "seconds_to_3x": need * per_model if need else None})
+    return pd.DataFrame(rows)
+
+
+def select_synthetic(table: pd.DataFrame) -> str | None:
+    """The synthetic rule of the module docstring: the cheapest candidate with ``seeds_for_3x`` <= 3 and
+    ``exact_match`` >= :data:`MIN_EXACT_MATCH` on every family (``None`` when none qualifies)."""
+    ok = table.groupby("candidate", sort=False).agg(
+        worst=("seeds_for_3x", lambda c: c.max(skipna=False)), match=("exact_match", "min"), cost=("seconds_per_model", "mean"))
+    ok = ok[(ok.worst <= SEEDS_FOR_3X_MAX) & (ok.match >= MIN_EXACT_MATCH)]
+    return None if ok.empty else str(ok.cost.idxmin())
+
+
+__all__ = ["CANDIDATES", "MIN_EXACT_MATCH", "SYNTHETIC_CANDIDATES", "candidate_preset", "fallback", "final_loss",
+           "regime_row", "regime_study", "select", "select_synthetic", "synthetic_regime_study", "unigram_entropy"]

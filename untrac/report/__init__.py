@@ -30,7 +30,7 @@ from .synthetic import (
     plot_trajectories, plot_standardised, plot_correlations, plot_correlation_over_steps, example_rows,
 )
 from .corpora import (
-    corpora_table, beside_paper, plot_noise_floor, plot_regime_study, plot_ground_truth_variants, plot_corpus_influence,
+    corpora_table, beside_paper, plot_noise_floor, plot_regime_study, plot_synthetic_regime, plot_ground_truth_variants, plot_corpus_influence,
     plot_cost_accuracy, plot_corpora_correlations, plot_example_check, TABLE35_COLUMNS,
 )
 from .sensitivity import plot_epoch_curves, plot_correlation_vs_change, paper_beside, plot_beside_paper
@@ -40,7 +40,7 @@ __all__ = [
     "themed", "scale_label", "figure_texts", "add_caption", "stamp", "annotate", "paper_handle", "Output",
     "mean_std", "CAPTION_GID", "SCALE_GID", "PAPER_GID", "PAPER_STYLE", "BAR_WIDTH", "ERR_KWS",
     "plot_trajectories", "plot_standardised", "plot_correlations", "plot_correlation_over_steps",
-    "example_rows", "corpora_table", "beside_paper", "plot_noise_floor", "plot_regime_study", "plot_ground_truth_variants",
+    "example_rows", "corpora_table", "beside_paper", "plot_noise_floor", "plot_regime_study", "plot_synthetic_regime", "plot_ground_truth_variants",
     "plot_corpus_influence", "plot_cost_accuracy", "plot_corpora_correlations", "plot_example_check",
     "TABLE35_COLUMNS",
     "plot_epoch_curves", "plot_correlation_vs_change", "paper_beside", "plot_beside_paper", "best_variants",
