@@ -212,3 +212,32 @@ def test_bad_settings_name_the_field(method, bad, field):
 
     with pytest.raises(ValueError, match=rf"Settings\.{field} must be"):
         settings_for(method, **bad)
+
+
+@pytest.mark.parametrize("sketch_columns", [16, 3])  # one block; six blocks, the last one partial
+def test_trak_kept_sketch_gives_traker_s_scores_bit_for_bit(tiny, monkeypatch, sketch_columns):
+    """The projector that keeps its sketch equals traker's BasicProjector, which redraws it at every batch."""
+    from untrac import attribute
+    from untrac.methods import trak as trak_module
+
+    model, train_sets, test_sets, pad = tiny
+    grad_dim = sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(trak_module, "SKETCH_BYTES", 4 * grad_dim * sketch_columns)
+    calls = []
+    kept = trak_module._kept_projector
+
+    def counting(basic):
+        cls = kept(basic)
+        draw = cls.generate_sketch_matrix
+        cls.generate_sketch_matrix = lambda self, state: (calls.append(1), draw(self, state))[1]
+        return cls
+
+    monkeypatch.setattr(trak_module, "_kept_projector", counting)
+    fast = attribute("TRAK", model, train_sets, test_sets, pad, proj_dim=16, batch_size=5, per_example=True, progress=False)
+    blocks = -(-16 // sketch_columns)
+    assert len(calls) <= blocks + 2  # drawn once (plus traker's own draws at set-up and after finalising)
+    monkeypatch.setattr(trak_module, "KEEP_BYTES", 0)  # traker's projector
+    plain = attribute("TRAK", model, train_sets, test_sets, pad, proj_dim=16, batch_size=5, per_example=True, progress=False)
+    np.testing.assert_array_equal(fast.values, plain.values)
+    for name in train_sets:  # every training example's scores, not only the set means
+        np.testing.assert_array_equal(fast.example_values[name], plain.example_values[name])
