@@ -129,7 +129,7 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
         import pandas as pd
 
         study = pd.read_csv(tmp_path / "figures" / "05_regime_study.csv")
-        assert list(study["candidate"].unique()) == ["as is", "vocabulary x 4", "2x layers", "2x training"]
+        assert list(study["candidate"].unique()) == ["as is", "vocabulary / 4", "2x layers", "2x training"]
         syn = pd.read_csv(tmp_path / "figures" / "05_synthetic_regime_study.csv")
         assert list(syn["candidate"].unique()) == ["as is", "one epoch", "vocabulary / 4"]
         assert set(syn["family"]) == {"A", "B"} and syn["exact_match"].between(0, 1).all()

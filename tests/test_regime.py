@@ -27,7 +27,7 @@ def test_candidates_change_one_thing_and_the_study_sets_seeds_and_setting():
     base = untrac.preset("corpora", "mini")
     built = {name: regime.candidate_preset(base, make(base), (0, 1)) for name, make in regime.CANDIDATES.items()}
     assert built["as is"] == regime.candidate_preset(base, {}, (0, 1))
-    assert built["vocabulary x 4"].model.vocab_size == 4096 and built["2x layers"].model.n_layers == 2
+    assert built["vocabulary / 4"].model.vocab_size == 1024 and built["2x layers"].model.n_layers == 2
     assert (built["2x training"].train.steps, built["2x training"].anneal.steps) == (2000, 500)
     for p in built.values():
         assert p.seeds == (0, 1) and p.settings == ("equal",) and p.classic is False

@@ -233,11 +233,11 @@ CORPORA: dict[str, CorporaPreset] = {
         # One layer: at 2 layers the seed-to-seed gap of the test loss was 0.15-0.3 nats after 1,250
         # steps (uniform over every corpus: the run that forms its second-layer circuits later lags),
         # at 1 layer 0.03 nats with the same loss (~6.05 on ToxiGen) and 15% less time.
-        # A 1,024-token BPE (4,096 until 2026-11-27): the regime study's fallback rule (notebook 05,
-        # untrac/experiments/regime.py: least training time to a 3x truth, no method involved) picked it; a
-        # training step costs 2.4x less (bench --levers), at the same 1.2 nats below the unigram entropy
-        model=ModelSpec(arch="opt", n_layers=1, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=1024),
-        tokenizer=TokenizerConfig(docs_per_corpus=400),
+        # A 4,096-token BPE. A 1,024-token one makes a model 2.4x cheaper (bench --levers) but its truth is
+        # weaker per seed by as much (notebook 05: 94 against 29 seeds for 3x on WinoBias), so it buys no
+        # power per core-second; it was tried as mini on 2026-11-27 and reverted
+        model=ModelSpec(arch="opt", n_layers=1, d_model=128, n_heads=4, d_ff=512, max_positions=256, vocab_size=4096),
+        tokenizer=TokenizerConfig(docs_per_corpus=400),  # the BPE notebook 01 uses
         block_size=64,
         blocks_per_corpus=1200,
         train=TrainConfig(steps=1000, batch_size=8, lr=2e-3, checkpoint_every=250),

@@ -2,8 +2,8 @@
 
 **The corpora model** (notebook 02's):
 
-Every candidate is the corpora preset with one change (twice the training, twice the layers, four
-times the vocabulary: the model ``mini`` used before the study), fixed here in advance. Each is judged only by quantities that do not involve
+Every candidate is the corpora preset with one change (twice the training, twice the layers, a
+quarter of the vocabulary), fixed here in advance. Each is judged only by quantities that do not involve
 any attribution method:
 
 * ``ratio_one_seed`` — the ground truth's spread across corpora over its seed-to-seed noise
@@ -23,13 +23,15 @@ Selection rule (stated before any candidate ran): the cheapest candidate whose t
 noise with at most 3 seeds on every test set and whose training loss is at least 0.5 nats below the
 unigram entropy; if none does, none is selected and the table says how many seeds each would need.
 
-Fallback (:func:`fallback`, added on 2026-11-27 after the first study, around the 4,096-token model,
-selected none; it reads only this table): among candidates at least 0.5 nats below the unigram entropy,
-the one that reaches 3x on its worst test set in the least training time, ``seeds_for_3x x
-seconds_per_model`` (``seconds_to_3x``) — seeds buy power as their square root, so a cheaper model buys
-it faster. The first study's numbers (as is 569 s, vocabulary / 4 458 s, 2x layers 685 s, 2x training
-1,686 s) picked the 1,024-token vocabulary, which ``mini`` has used since; the study now runs around
-that model, and the former one is the ``vocabulary x 4`` candidate.
+Fallback (:func:`fallback`, added on 2026-11-27 after this study selected none; it reads only the study's
+table): among candidates at least 0.5 nats below the unigram entropy, the one that reaches 3x on its worst
+test set in the least training time, ``seeds_for_3x x seconds_per_model`` (``seconds_to_3x``) — seeds buy
+power as their square root, so a cheaper model buys it faster. From 2 seeds it picks *vocabulary / 4* (458 s
+against 569 s as is, 685 s for 2x layers, 1,686 s for 2x training). Before adopting it, the same quantity
+was measured with 8 seeds for both (notebook 05's last part; the fallback's pick and *as is*): there the
+smaller vocabulary's truth is weaker per seed by about what it saves per model (worst test set 94 seeds x
+16 s against 29 x ~45 s; with the spread corrected its WinoBias truth is at its noise), so it buys no
+power per core-second and ``mini`` keeps its model. Two seeds cannot resolve these differences.
 
 **The synthetic model** (notebook 01's; :data:`SYNTHETIC_CANDIDATES`, fixed on 2026-11-27 before any ran:
 as is, one fine-tuning epoch as in the paper, a quarter of the vocabulary), run 0 of both families with
@@ -41,8 +43,8 @@ noise with at most 3 seeds and whose exact match is at least 0.25, on both famil
 (then ``mini`` keeps its synthetic model; no fallback).
 
 Notebook ``05_regime_study`` runs both and draws them; at ``mini`` the new corpora candidates train 2
-seeds x 9 models each (the first candidate is notebook 02's models), the synthetic ones 3 seeds x 5 models
-per family (the first is notebook 01's run 0).
+seeds x 9 models each (the first candidate is notebook 02's models) and the fallback's check 6 more seeds
+of its pick, the synthetic ones 3 seeds x 5 models per family (the first is notebook 01's run 0).
 """
 from __future__ import annotations
 
@@ -66,7 +68,7 @@ from .synthetic import run_seeds, synthetic_data, synthetic_setup
 # one change each from the corpora preset of the study's scale (seeds set by the study); fixed before any ran
 CANDIDATES: dict[str, Callable[[CorporaPreset], dict[str, Any]]] = {
     "as is": lambda p: {},
-    "vocabulary x 4": lambda p: {"model__vocab_size": 4 * p.model.vocab_size},  # mini until 2026-11-27 (4,096)
+    "vocabulary / 4": lambda p: {"model__vocab_size": max(p.model.vocab_size // 4, 300)},  # byte BPE needs > 256
     "2x layers": lambda p: {"model__n_layers": 2 * p.model.n_layers},
     "2x training": lambda p: {"train__steps": 2 * p.train.steps,
                               **({"anneal__steps": 2 * p.anneal.steps} if p.anneal is not None else {})},
