@@ -83,11 +83,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.levers:
-        from .levers import run_levers
+        from .levers import run_levers, trak_sketch
 
         rows, workload = run_levers(device, reps=3 if args.quick else 7)
+        trak_rows, trak_workload = trak_sketch(device, reps=1 if args.quick else 2)
         body = (f"## Speed levers at the mini models' shapes (issue 13)\n\n{stamp}; {machine}; {workload}; "
-                f"{time.perf_counter() - started:.0f} s. One AdamW training step; see bench/levers.py.\n\n" + table(rows))
+                f"{time.perf_counter() - started:.0f} s. One AdamW training step; see bench/levers.py.\n\n" + table(rows)
+                + f"\n\n### Work not redone: TRAK's projection sketch\n\n{trak_workload}.\n\n" + table(trak_rows))
         print(body)
         write_section(args.out, "levers", body)
         return 0

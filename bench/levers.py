@@ -11,6 +11,9 @@ for each lever on its own and combined:
   :class:`untrac.accel.Accel` does), on a CPU with native bf16 (AMX / avx512_bf16) where present;
 * ``fused AdamW``: ``torch.optim.AdamW(fused=True)`` instead of the for-loop default on CPU.
 
+and one piece of work that was done again and again: TRAK's projection sketch (``untrac.methods.trak``), kept
+against traker's ``BasicProjector`` redrawing it for every batch, at the synthetic mini model's gradient size.
+
 Variants run round-robin in one process (:func:`bench.common.interleaved`), ratios are medians over
 rounds of the per-round ratio against the baseline. GFLOP/s counts ``6 x parameters x tokens`` (the
 tied LM head included) against a measured fp32 GEMM rate of this core (:func:`bench.paper.cpu_peak`).
@@ -26,7 +29,7 @@ from transformers import OPTConfig, OPTForCausalLM
 
 from untrac.models import example_losses
 
-from .common import interleaved, paired_ratio
+from .common import blocks, interleaved, paired_ratio
 from .paper import cpu_peak
 
 # (label, layers, vocabulary, batch, block): the mini presets' shapes (untrac/presets.py)
@@ -87,3 +90,37 @@ def run_levers(device: torch.device, reps: int = 7, steps: int = 5) -> tuple[lis
             print(rows[-1], flush=True)
     return rows, (f"{reps} interleaved rounds of {steps} steps per variant; {torch.get_num_threads()} thread(s); "
                   f"peak: {peak_note}")
+
+
+def trak_sketch(device: torch.device, reps: int = 2, n_train: int = 640, n_test: int = 64) -> tuple[list[dict], str]:
+    """TRAK (proj_dim 512, batch 64) on a synthetic-mini-shaped model: the kept sketch against traker's redraw."""
+    from untrac import attribute
+    from untrac.methods import trak
+
+    torch.manual_seed(0)
+    config = OPTConfig(vocab_size=4096, hidden_size=128, word_embed_proj_dim=128, num_hidden_layers=4, ffn_dim=512,
+                       num_attention_heads=4, max_position_embeddings=256, dropout=0.0, attention_dropout=0.0)
+    model = OPTForCausalLM(config).to(device)
+    train = {f"train{i}": blocks(n_train // 4, 48, 4096, seed=i) for i in range(4)}
+    test = {"test": blocks(n_test, 48, 4096, seed=9)}
+    keep = trak.KEEP_BYTES
+
+    def run(kept: bool) -> Callable[[], int]:
+        def go() -> int:
+            trak.KEEP_BYTES = keep if kept else 0
+            try:
+                attribute("TRAK", model, train, test, 1, proj_dim=512, progress=False)
+            finally:
+                trak.KEEP_BYTES = keep
+            return n_train + n_test
+        return go
+
+    series = interleaved({"traker's BasicProjector (redraws per batch)": run(False), "kept sketch (now)": run(True)},
+                         reps, device, warmup=0)
+    before, now = series.values()
+    rows = [{"TRAK projection": s.name, "seconds": f"{float(np.median(s.seconds())):.1f}",
+             "speed-up": f"{paired_ratio(s, before):.2f}x"} for s in (before, now)]
+    grad_dim = sum(p.numel() for p in model.parameters())
+    return rows, (f"{reps} interleaved rounds; 4-layer OPT, d 128, vocab 4,096 ({grad_dim:,} gradient dimensions), "
+                  f"{n_train} training + {n_test} test examples of 48 tokens, proj_dim 512, batch 64; same scores bit for bit "
+                  "(tests/test_peers.py)")
