@@ -131,7 +131,7 @@ def _runs_at_smoke_scale(notebook: Path, tmp_path: Path) -> None:
         study = pd.read_csv(tmp_path / "figures" / "05_regime_study.csv")
         assert list(study["candidate"].unique()) == ["as is", "vocabulary / 4", "2x layers", "2x training"]
         syn = pd.read_csv(tmp_path / "figures" / "05_synthetic_regime_study.csv")
-        assert list(syn["candidate"].unique()) == ["as is", "one epoch", "vocabulary / 4"]
+        assert list(syn["candidate"].unique()) == ["as is", "8 epochs", "vocabulary / 4"]
         assert set(syn["family"]) == {"A", "B"} and syn["exact_match"].between(0, 1).all()
 
     rerun = _nbval(executed, tmp_path / "fresh-cache")

@@ -68,8 +68,9 @@ def test_synthetic_candidates_change_one_thing():
     base = untrac.preset("synthetic", "mini")
     built = {name: untrac.presets.override(base, make(base)) for name, make in regime.SYNTHETIC_CANDIDATES.items()}
     assert built["as is"] == base
-    assert built["one epoch"].train.steps == 64 == 4 * base.n_examples // base.train.batch_size  # each set seen once
-    assert built["one epoch"].train.lr == base.train.lr and built["one epoch"].model == base.model
+    assert base.train.steps == 64 == 4 * base.n_examples // base.train.batch_size  # mini: each set seen once
+    assert built["8 epochs"].train.steps == 512 and built["8 epochs"].train.checkpoint_every == 128
+    assert built["8 epochs"].train.lr == base.train.lr and built["8 epochs"].model == base.model
     assert built["vocabulary / 4"].model.vocab_size == 1024 and built["vocabulary / 4"].train == base.train
     with pytest.raises(ValueError, match="at least 2"):
         regime.synthetic_regime_study(base, seeds=1)

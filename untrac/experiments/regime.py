@@ -34,13 +34,18 @@ smaller vocabulary's truth is weaker per seed by about what it saves per model (
 power per core-second and ``mini`` keeps its model. Two seeds cannot resolve these differences.
 
 **The synthetic model** (notebook 01's; :data:`SYNTHETIC_CANDIDATES`, fixed on 2026-11-27 before any ran:
-as is, one fine-tuning epoch as in the paper, a quarter of the vocabulary), run 0 of both families with
+as is, the fine-tuning length changed by 8x, a quarter of the vocabulary), run 0 of both families with
 ``seeds`` training seeds, judged by the truth's spread over its seed noise (:func:`untrac.evaluate.seed_noise`),
 whether the fine-tuned model has learnt the test task (``exact_match``: share of test prompts whose target
 greedy decoding reproduces, :func:`untrac.models.exact_match`; the test loss beside it) and the seconds a
 fine-tuned model costs. Rule (stated before any ran): the cheapest candidate whose truth reaches 3x its
 noise with at most 3 seeds and whose exact match is at least 0.25, on both families; none if none does
-(then ``mini`` keeps its synthetic model; no fallback).
+(then ``mini`` keeps its synthetic model; no fallback). **Declared exception**: the study ran when ``mini``
+fine-tuned 8 epochs (as is) and one epoch was a candidate; no candidate learnt the test task (exact match
+0.00-0.04), so the rule selected none, but one epoch — the paper's recipe, from which 8 epochs had been a
+deviation — had the truth at 3.8 / 5.4x its seed noise (families A / B) against 0.5 / 2.9x, a test loss 2.7
+/ 1.2 nats lower, at 1/16 of the cost. ``mini`` returned to the paper's one epoch; the former model is the
+``8 epochs`` candidate.
 
 Notebook ``05_regime_study`` runs both and draws them; at ``mini`` the new corpora candidates train 2
 seeds x 9 models each (the first candidate is notebook 02's models) and the fallback's check 6 more seeds
@@ -163,15 +168,17 @@ def regime_study(base: CorporaPreset, candidates: Sequence[str] | None = None, s
 
 # -- the synthetic model ----------------------------------------------------------------------------
 
-def _one_epoch(p: SyntheticPreset) -> dict[str, Any]:
-    steps = math.ceil(4 * p.n_examples / p.train.batch_size)  # four training sets, each seen once
-    return {"train__steps": steps, "train__checkpoint_every": max(1, steps // 4)}
+def _eight_epochs(p: SyntheticPreset) -> dict[str, Any]:
+    return {"train__steps": 8 * p.train.steps,
+            **({"train__checkpoint_every": 8 * p.train.checkpoint_every} if p.train.checkpoint_every else {})}
 
 
-# one change each from the synthetic preset of the study's scale; fixed before any ran (2026-11-27)
+# one change each from the synthetic preset of the study's scale; fixed before any ran (2026-11-27, when mini
+# fine-tuned 8 epochs and the candidates were "as is", "one epoch" and "vocabulary / 4"; mini has fine-tuned one
+# epoch since, so the former mini is now the "8 epochs" candidate: the same models)
 SYNTHETIC_CANDIDATES: dict[str, Callable[[SyntheticPreset], dict[str, Any]]] = {
     "as is": lambda p: {},
-    "one epoch": _one_epoch,  # the paper fine-tunes one epoch; mini ran 8
+    "8 epochs": _eight_epochs,  # mini until 2026-11-27; the paper fine-tunes one epoch
     "vocabulary / 4": lambda p: {"model__vocab_size": max(p.model.vocab_size // 4, 300)},  # byte BPE needs > 256
 }
 MIN_EXACT_MATCH = 0.25  # the synthetic rule's bar for "the test task is learnt"
