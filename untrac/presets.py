@@ -336,12 +336,12 @@ SENSITIVITY: dict[str, SensitivityPreset] = {
 
 @dataclass(frozen=True)
 class UnlearningPreset:
-    """Notebook 04 at one scale, on top of a synthetic preset (notebook 01's models are shared).
+    """Notebook 04 at one scale, on top of a synthetic preset (notebook 01's, or at ``mini`` one with 8 epochs).
 
     The data of ``run`` (notebook 01's run ``r`` draws data with seed ``r`` and trains with seed
     ``r``) is used throughout; originals (full mixture) and oracles (leave-dataset-out) are trained
     with every training seed of ``seeds``, so seed ``run`` — and the seeds of notebook 01's noise
-    floor — are shared with notebook 01. Datamodels are fitted on the originals plus one model per
+    floor — are shared with notebook 01 where the synthetic presets agree (not at ``mini``). Datamodels are fitted on the originals plus one model per
     subset of the sizes ``datamodel_sizes`` (trained with seeds ``datamodel_seed + i``); no
     leave-dataset-out model enters the fit. Unlearning is evaluated after every budget of
     ``budgets`` steps; ``report_steps`` is the budget shown in the tables.

@@ -95,7 +95,8 @@ def population(preset: UnlearningPreset, family: str, progress: bool = True) -> 
     """Train (or load) the originals, oracles and subset models of one family and score them.
 
     Uses notebook 01's tokenizer, pretrained base model and data of ``preset.run``: seed
-    ``preset.run`` (and notebook 01's noise-floor seeds) load notebook 01's models from the cache.
+    ``preset.run`` (and notebook 01's noise-floor seeds) load notebook 01's models from the cache
+    where the two synthetic presets agree (at ``mini`` notebook 04 fine-tunes 8 epochs, notebook 01 one).
     """
     from .setup import pretrained_base, project_tokenizer
     from .synthetic import synthetic_data

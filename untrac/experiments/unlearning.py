@@ -1,6 +1,7 @@
 """Notebook 04: Attribute-to-Delete's unlearning evaluation on the synthetic tasks (Sec. 5.1).
 
-Cached like everything else and sharing notebook 01's tokenizer, base model and fine-tuned models:
+Cached like everything else and sharing notebook 01's tokenizer, base model and (where the presets agree)
+fine-tuned models:
 :func:`population` (originals, oracles and subset-trained models over seeds; in :mod:`.population`),
 :func:`fit_population_datamodel`, :func:`unlearning_runs` (every algorithm of
 :mod:`untrac.unlearn.algorithms` at every budget), :func:`klom_frame` (KLoM from
