@@ -76,6 +76,12 @@ def regime_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def synthetic_regime_frame() -> pd.DataFrame:
+    return pd.DataFrame([{"candidate": c, "family": f, "seeds": 3, "ratio_one_seed": r + (f == "B"), "exact_match": m,
+                          "seconds_per_model": s} for c, r, m, s in (("as is", 3.5, 0.0, 4.0), ("8 epochs", 0.5, 0.03, 70.0))
+                         for f in "AB"])
+
+
 def cost_frame() -> pd.DataFrame:
     return pd.DataFrame([{"setting": s, "method": m, "seconds": 1.0 + i, "pearson": 0.1 * i, "spearman": 0.1 * i}
                          for s in ("equal", "different") for i, m in enumerate(METHODS[1:])])
@@ -134,6 +140,7 @@ PLOTS = {
     "plot_correlation_over_steps": lambda: report.plot_correlation_over_steps(steps_frame(), reference={"GradDot": -0.3}),
     "plot_noise_floor": lambda: report.plot_noise_floor(noise_frame()),
     "plot_regime_study": lambda: report.plot_regime_study(regime_frame(), "as is"),
+    "plot_synthetic_regime": lambda: report.plot_synthetic_regime(synthetic_regime_frame()),
     "plot_ground_truth_variants": lambda: report.plot_ground_truth_variants(variants_frame()),
     "plot_corpus_influence": lambda: report.plot_corpus_influence(influence_frame()),
     "plot_cost_accuracy": lambda: report.plot_cost_accuracy(cost_frame()),
