@@ -30,8 +30,8 @@ power as their square root, so a cheaper model buys it faster. From 2 seeds it p
 against 569 s as is, 685 s for 2x layers, 1,686 s for 2x training). Before adopting it, the same quantity
 was measured with 8 seeds for both (notebook 05's last part; the fallback's pick and *as is*): there the
 smaller vocabulary's truth is weaker per seed by about what it saves per model (worst test set 94 seeds x
-16 s against 29 x ~45 s; with the spread corrected its WinoBias truth is at its noise), so it buys no
-power per core-second and ``mini`` keeps its model. Two seeds cannot resolve these differences.
+19 s = 1,778 s against 29 x 44 s = 1,271 s; with the spread corrected its WinoBias truth is at its noise),
+so it buys no power per core-second and ``mini`` keeps its model. Two seeds cannot resolve these differences.
 
 **The synthetic model** (notebook 01's; :data:`SYNTHETIC_CANDIDATES`, fixed on 2026-11-27 before any ran:
 as is, the fine-tuning length changed by 8x, a quarter of the vocabulary), run 0 of both families with
