@@ -138,7 +138,7 @@ def _kept_projector(basic: type) -> type:
     """traker's ``BasicProjector`` that draws each block of its sketch once and keeps it.
 
     With more than one block, ``BasicProjector.project`` redraws every block at every call (a
-    ``grad_dim x proj_dim`` normal sample per batch of gradients: ~93% of TRAK's time at the synthetic
+    ``grad_dim x proj_dim`` normal sample per batch of gradients: about half of TRAK's time at the synthetic
     ``mini`` model). This one keeps the very blocks it would redraw (same seeds, shapes and products,
     so the sketches are bit for bit the same, tests/test_fast_paths.py), at ``4 x grad_dim x proj_dim``
     bytes of memory.
