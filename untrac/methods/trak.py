@@ -140,7 +140,7 @@ def _kept_projector(basic: type) -> type:
     With more than one block, ``BasicProjector.project`` redraws every block at every call (a
     ``grad_dim x proj_dim`` normal sample per batch of gradients: about half of TRAK's time at the synthetic
     ``mini`` model). This one keeps the very blocks it would redraw (same seeds, shapes and products,
-    so the sketches are bit for bit the same, tests/test_fast_paths.py), at ``4 x grad_dim x proj_dim``
+    so the sketches are bit for bit the same, tests/test_peers.py), at ``4 x grad_dim x proj_dim``
     bytes of memory.
     """
     from trak.utils import vectorize
