@@ -70,10 +70,20 @@ from .corpora import corpora_setting, noise_floor
 from .setup import with_seed
 from .synthetic import run_seeds, synthetic_data, synthetic_setup
 
+
+def _seeds_for_3x(ratio_one_seed: float) -> int | None:
+    """Seeds whose mean truth reaches 3x its noise, ``ceil((3 / ratio)^2)`` (None when the ratio is not positive)."""
+    return math.ceil((3 / ratio_one_seed) ** 2) if ratio_one_seed > 0 else None
+
+
+def _quarter_vocabulary(p: Any) -> dict[str, Any]:
+    return {"model__vocab_size": max(p.model.vocab_size // 4, 300)}  # a byte-level BPE needs > 256 tokens
+
+
 # one change each from the corpora preset of the study's scale (seeds set by the study); fixed before any ran
 CANDIDATES: dict[str, Callable[[CorporaPreset], dict[str, Any]]] = {
     "as is": lambda p: {},
-    "vocabulary / 4": lambda p: {"model__vocab_size": max(p.model.vocab_size // 4, 300)},  # byte BPE needs > 256
+    "vocabulary / 4": _quarter_vocabulary,
     "2x layers": lambda p: {"model__n_layers": 2 * p.model.n_layers},
     "2x training": lambda p: {"train__steps": 2 * p.train.steps,
                               **({"anneal__steps": 2 * p.anneal.steps} if p.anneal is not None else {})},
@@ -121,14 +131,13 @@ def regime_row(name: str, preset: CorporaPreset, progress: bool = False) -> list
     rows = []
     for r in floor.itertuples():
         ratio1, corrected = float(r.ratio_one_seed), float(r.ratio_one_seed_corrected)
+        need = _seeds_for_3x(ratio1)
         rows.append({"candidate": name, "testset": r.testset, "seeds": len(s.seeds), "ratio_one_seed": ratio1,
-                     "ratio_3_seeds": ratio1 * math.sqrt(3),
-                     "seeds_for_3x": math.ceil((3 / ratio1) ** 2) if ratio1 > 0 else None,
-                     "ratio_one_seed_corrected": corrected,
-                     "seeds_for_3x_corrected": math.ceil((3 / corrected) ** 2) if corrected > 0 else None,
+                     "ratio_3_seeds": ratio1 * math.sqrt(3), "seeds_for_3x": need,
+                     "ratio_one_seed_corrected": corrected, "seeds_for_3x_corrected": _seeds_for_3x(corrected),
                      "seed_agreement": float(r.seed_agreement), "train_loss": train_loss, "unigram": unigram,
                      "below_unigram": unigram - train_loss, "seconds_per_model": seconds,
-                     "seconds_to_3x": math.ceil((3 / ratio1) ** 2) * seconds if ratio1 > 0 else None,
+                     "seconds_to_3x": need * seconds if need else None,
                      "parameters": sum(p.numel() for p in s.base.model.parameters())})
     return rows
 
@@ -179,7 +188,7 @@ def _eight_epochs(p: SyntheticPreset) -> dict[str, Any]:
 SYNTHETIC_CANDIDATES: dict[str, Callable[[SyntheticPreset], dict[str, Any]]] = {
     "as is": lambda p: {},
     "8 epochs": _eight_epochs,  # mini until 2026-11-27; the paper fine-tunes one epoch
-    "vocabulary / 4": lambda p: {"model__vocab_size": max(p.model.vocab_size // 4, 300)},  # byte BPE needs > 256
+    "vocabulary / 4": _quarter_vocabulary,
 }
 MIN_EXACT_MATCH = 0.25  # the synthetic rule's bar for "the test task is learnt"
 
@@ -218,7 +227,7 @@ def synthetic_regime_study(base: SyntheticPreset, candidates: Sequence[str] | No
             seconds += [t.log.get("seconds", np.nan) for t in (trained, *counterfactuals.values())]
         noise = seed_noise(truths)
         ratio1, per_model = float(noise["ratio_one_seed"]), float(np.nanmean(seconds))
-        need = math.ceil((3 / ratio1) ** 2) if ratio1 > 0 else None
+        need = _seeds_for_3x(ratio1)
         rows.append({"candidate": name, "family": family, "seeds": seeds, "ratio_one_seed": ratio1,
                      "ratio_one_seed_corrected": float(noise["ratio_one_seed_corrected"]), "seeds_for_3x": need,
                      "seed_agreement": float(noise["agreement"]), "exact_match": float(np.mean(matches)),
