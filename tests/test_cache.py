@@ -311,3 +311,72 @@ def test_a_tokenizer_model_mismatch_is_named_at_train_and_attribute_time(tiny, t
     with pytest.raises(ModelTokenizerMismatch, match="embeds only 50"):
         attribute("GradDot", small, train_sets, test_sets, pad)
     del ModelSpec
+
+
+# ----------------------------------------------------------------------------- the cost ledger
+
+def test_entries_record_their_cost_net_of_the_entries_they_compute(tiny, tmp_path, monkeypatch):
+    """An entry's ``seconds`` is its own computation: a stored result (or a trained model) it makes on the
+    way is counted in that entry, not twice; the ledger lists every entry a run used, once."""
+    import time
+
+    from untrac import cache, training
+
+    monkeypatch.setenv(cache.LEDGER_VAR, str(tmp_path / "ledger.jsonl"))
+    model, train_sets, _, pad = tiny
+
+    def outer() -> int:
+        time.sleep(0.05)
+        cache.memoise("test", "inner", lambda: time.sleep(0.3) or 1)
+        trained = training.train(model, train_sets, _cfg(steps=300), pad, progress=False)
+        return 2 + len(trained.key) * 0
+
+    assert cache.memoise("test", "outer", outer) == 2
+    assert cache.memoise("test", "outer", lambda: pytest.fail("recomputed")) == 2  # a hit: listed once
+    seconds = {(e["kind"], e["key"]): e["seconds"] for e in cache.ledger(tmp_path / "ledger.jsonl")}
+    model_key = next(k for kind, k in seconds if kind == "models")
+    trained_s = cache.load_json(cache.entry("models", model_key) / cache.META)["seconds"]
+    assert len(seconds) == 3 and seconds[("test", "inner")] >= 0.3 and trained_s > 0.3
+    assert 0.05 <= seconds[("test", "outer")] < 0.25  # net of the inner entry's 0.3 s and of the training
+    assert seconds[("models", model_key)] == trained_s
+
+
+def test_ledger_lines_from_a_broken_file_and_no_ledger_at_all(tmp_path, monkeypatch):
+    from untrac import cache
+
+    monkeypatch.delenv(cache.LEDGER_VAR, raising=False)
+    cache.memoise("test", "quiet", lambda: 1)  # no ledger: nothing written anywhere, nothing fails
+    assert cache.ledger(tmp_path / "absent.jsonl") == []
+    path = tmp_path / "ledger.jsonl"
+    path.write_text('{"kind": "a", "key": "1", "what": null, "seconds": 2.0, "written": 0}\n{"kind": "a", "ke\n'
+                    '{"kind": "a", "key": "1", "what": null, "seconds": 9.0, "written": 0}\n')
+    assert [e["seconds"] for e in cache.ledger(path)] == [2.0]  # a torn line is skipped, a repeat ignored
+
+
+def test_cost_table_adds_up_across_notebooks():
+    from untrac.run_notebooks import cost_table
+
+    def e(kind, key, seconds, written, what=None):
+        return {"kind": kind, "key": key, "what": what, "seconds": seconds, "written": written}
+
+    costs = [("01_a", 10.0, 100.0, [e("models", "m1", 4.0, 50.0), e("models", "m2", 6.0, 150.0),
+                                    e("influence", "i1", 1.5, 150.0, "UnTrac")]),
+             ("02_b", 5.0, 200.0, [e("models", "m2", 6.0, 150.0), e("sweep", "s1", None, 210.0)])]
+    t = cost_table(costs, "smoke").set_index(["notebook", "what"])
+    assert t.loc[("01_a", "models"), ["entries", "computed", "core_seconds", "new_core_seconds"]].tolist() == [2, 1, 10.0, 10.0]
+    assert t.loc[("01_a", "influence: UnTrac"), "core_seconds"] == 1.5
+    assert t.loc[("01_a", "(wall seconds of this run)"), "core_seconds"] == 10.0
+    assert t.loc[("02_b", "models"), ["computed", "core_seconds", "new_core_seconds"]].tolist() == [0, 6.0, 0.0]
+    assert t.loc[("02_b", "sweep"), ["unrecorded", "computed"]].tolist() == [1, 1]
+
+
+def test_a_cached_function_says_whether_a_call_is_served_from_the_cache():
+    from untrac import cache
+
+    @cache.cached("test", version=1)
+    def double(x: int, progress: bool = True) -> int:
+        return 2 * x
+
+    assert not double.is_cached(3)
+    assert double(3) == 6 and double.is_cached(3) and double.is_cached(3, progress=False)  # progress: not in the key
+    assert not double.is_cached(4)

@@ -30,6 +30,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,6 +42,7 @@ import torch
 from . import codec
 
 ENV_VAR = "UNTRAC_CACHE"
+LEDGER_VAR = "UNTRAC_LEDGER"  # a file: every entry a run uses is appended to it (see :func:`ledger`)
 FORMAT = 2  # the storage format; part of every key (entries of older formats are never read)
 NUMERICS = 2  # the shared loss arithmetic (models.example_losses); bumped when a change moves its bits
 META = "meta.json"
@@ -280,7 +282,64 @@ def verify(directory: Path) -> dict[str, Any]:
         path = directory / name
         if not path.is_file() or sha256_file(path) != digest:
             raise CorruptEntry(f"cache entry {directory}: {name} is missing or does not match its sha256; {hint}")
+    _record(directory, meta)
     return meta
+
+
+_NESTED: list[float] = []  # per computation in progress in this process: seconds spent in stored ones it made
+
+
+@dataclasses.dataclass
+class Cost:
+    seconds: float = 0.0
+
+
+@contextlib.contextmanager
+def costing() -> Iterator[Cost]:
+    """Time the computation of an entry, net of the entries it computes itself (a pretrained base
+    model inside its index entry), so that a ledger's sum counts every second once."""
+    cost = Cost()
+    _NESTED.append(0.0)
+    t0 = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        elapsed = time.perf_counter() - t0
+        cost.seconds = elapsed - _NESTED.pop()
+        if _NESTED:
+            _NESTED[-1] += elapsed
+
+
+def spent(seconds: float) -> None:
+    """Count ``seconds`` of a stored computation timed without :func:`costing` (training records its own
+    loop time) as nested in the computation in progress, if any."""
+    if _NESTED:
+        _NESTED[-1] += seconds
+
+
+def _record(directory: Path, meta: dict[str, Any]) -> None:
+    """Append the entry to the ledger named by ``$UNTRAC_LEDGER``, if any: its kind, key, what made it,
+    the seconds its computation took and when it was written. Never fails the run (a worker on a
+    machine without the file's directory writes nothing)."""
+    path = os.environ.get(LEDGER_VAR)
+    if not path:
+        return
+    with contextlib.suppress(OSError):
+        line = {"kind": directory.parent.name, "key": directory.name, "what": meta.get("method") or meta.get("producer"),
+                "seconds": meta.get("seconds"), "written": (directory / META).stat().st_mtime}
+        with open(path, "a") as f:  # one short line per append: whole lines even with several workers
+            f.write(json.dumps(line) + "\n")
+
+
+def ledger(path: Path) -> list[dict[str, Any]]:
+    """The entries a ledger file lists, each once (its first line), in order of first use."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    if Path(path).is_file():
+        for text in Path(path).read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                row = json.loads(text)
+                seen.setdefault((row["kind"], row["key"]), row)
+    return list(seen.values())
 
 
 def is_complete(directory: Path) -> bool:
@@ -321,11 +380,15 @@ def memoise(kind: str, key: str, compute: Callable[[], Any], use_cache: bool = T
                 return load()
             except (CorruptEntry, OSError, ValueError, KeyError, TypeError, AttributeError) as err:
                 discard(where, f"cache entry {where} is corrupt ({err})")
-        value = compute()
+        with costing() as cost:
+            value = compute()
+        seconds = round(cost.seconds, 3)  # what the entry cost: the cold-run ledger sums it
         try:
             with atomic_dir(where) as tmp:
                 codec.write(value, tmp)
-                seal(tmp, kind=kind, key=key, **info)
+                seal(tmp, kind=kind, key=key, seconds=seconds, **info)
+            with contextlib.suppress(OSError, ValueError):
+                _record(where, load_json(where / META))
         except PermissionError as err:
             warnings.warn(f"cache {cache_root()} is not writable ({err}); result not stored", RuntimeWarning, stacklevel=2)
     return value
@@ -336,22 +399,26 @@ def cached(kind: str, version: int = 1, ignore: tuple[str, ...] = ("progress",))
 
     The key is the function's qualified name, ``version`` (bump it when the code changes what it
     returns) and a :func:`fingerprint` of its bound arguments (``ignore`` left out). The decorated
-    function takes an extra keyword ``use_cache=True``.
+    function takes an extra keyword ``use_cache=True``; ``fn.is_cached(*args, **kwargs)`` says whether a
+    call would be served from the cache.
     """
 
     def wrap(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         name = f"{fn.__module__}.{fn.__qualname__}"
 
-        @functools.wraps(fn)
-        def inner(*args: Any, use_cache: bool = True, **kwargs: Any) -> Any:
+        def key_of(args: tuple, kwargs: dict) -> str:
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
-            parts = {k: v for k, v in bound.arguments.items() if k not in ignore}
-            key = fingerprint(name, version, parts)
+            return fingerprint(name, version, {k: v for k, v in bound.arguments.items() if k not in ignore})
+
+        @functools.wraps(fn)
+        def inner(*args: Any, use_cache: bool = True, **kwargs: Any) -> Any:
+            key = key_of(args, kwargs)
             return memoise(kind, key, lambda: fn(*args, **kwargs), use_cache, producer=name, version=version)
 
         inner.uncached = fn  # type: ignore[attr-defined]
+        inner.is_cached = lambda *args, **kwargs: is_complete(entry(kind, key_of(args, kwargs)))  # type: ignore[attr-defined]
         return inner
 
     return wrap

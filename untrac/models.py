@@ -99,10 +99,11 @@ def build_tokenizer(spec: ModelSpec, texts: Iterable[str] | None = None, cache_d
         if not cache.is_complete(cache_dir):
             if texts is None:
                 raise ValueError("a trained tokenizer needs texts to train on (or set ModelSpec.tokenizer)")
-            tok = train_tokenizer(texts, spec.vocab_size)
+            with cache.costing() as cost:
+                tok = train_tokenizer(texts, spec.vocab_size)
             with cache.atomic_dir(cache_dir) as tmp:
                 tok.backend_tokenizer.save(str(tmp / "tokenizer.json"))
-                cache.seal(tmp, vocab_size=spec.vocab_size)
+                cache.seal(tmp, vocab_size=spec.vocab_size, seconds=round(cost.seconds, 3))
         cache.verify(cache_dir)
         return load()
 

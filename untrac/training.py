@@ -279,6 +279,7 @@ def train(
                         resume["scaler"] = scaler.state_dict()
                     cache.atomic_save(resume, partial / "resume.pt")
         log["seconds"] += time.perf_counter() - t0
+        cache.spent(log["seconds"])  # an entry whose computation trains this model does not count it twice
         model.eval()
         if not use_cache:
             return Trained(model, key, where, [], {**log, "steps": steps})

@@ -186,7 +186,7 @@ class Output:
     def table(self, frame: pd.DataFrame, name: str, floatfmt: str = ".3f") -> pd.DataFrame:
         """Write ``frame`` as CSV and Markdown; return it for display."""
         frame.to_csv(self.path(name, "csv"), index=False)
-        self.path(name, "md").write_text(_markdown(frame, floatfmt) + "\n")
+        self.path(name, "md").write_text(markdown(frame, floatfmt) + "\n")
         return frame
 
     def figure(self, fig: plt.Figure, name: str) -> plt.Figure:
@@ -197,7 +197,7 @@ class Output:
         return fig
 
 
-def _markdown(frame: pd.DataFrame, floatfmt: str) -> str:
+def markdown(frame: pd.DataFrame, floatfmt: str) -> str:
     cols = list(frame.columns)
     def fmt(v: object) -> str:
         return format(v, floatfmt) if isinstance(v, (float, np.floating)) and np.isfinite(v) else ("" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
