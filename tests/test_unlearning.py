@@ -306,7 +306,7 @@ def test_deletion_config_rejects_bad_settings(bad, field):
     assert A.DeletionConfig(clip=None, retain_sample=0, batch_size=np.int64(3)).batch_size == 3
 
 
-def test_pipeline_on_a_tiny_population(setup):
+def test_pipeline_on_a_tiny_population(setup, monkeypatch, tmp_path):
     from untrac.unlearn import klom
     from untrac.training import TrainConfig
 
@@ -335,6 +335,19 @@ def test_pipeline_on_a_tiny_population(setup):
     summed = np.add.reduceat(token_dm.coef, np.concatenate([[0], np.cumsum(counts)[:-1]]), axis=0)
     np.testing.assert_allclose(summed, seq.coef, rtol=1e-8, atol=1e-10)
     runs = E.unlearning_runs(pop, dm, progress=False)
+    # from an empty cache the runs go to worker processes (here none may run in this one) with the same numbers
+    from untrac import parallel
+
+    with monkeypatch.context() as m:
+        m.setenv("UNTRAC_CACHE", str(tmp_path / "parallel"))  # before the pool: its workers take the environment
+        m.setattr(E, "unlearn_trajectory", lambda *a, **k: pytest.fail("an unlearning run ran in this process"))
+        with parallel.local_pool(2) as pool:
+            par = E.unlearning_runs(pop, dm, progress=False, executor=pool)
+    assert par.scores.keys() == runs.scores.keys()
+    for job, per_budget in runs.scores.items():
+        for steps, per_set in per_budget.items():
+            for n, values in per_set.items():
+                np.testing.assert_array_equal(par.scores[job][steps][n], values)
     assert len(runs.scores) == 5 * 4 * 2 and set(runs.scores[("oracle matching", "train1", 0)]) == {1, 2}
     assert runs.algorithms["gradient ascent (lr 0.0001)"] == "gradient ascent"
     frame = E.klom_frame(pop, runs)

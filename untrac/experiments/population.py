@@ -139,6 +139,8 @@ def build_population(preset: UnlearningPreset, family: str, base: nn.Module, tra
         subset_models.append((subset, train(base, {k: train_sets[k] for k in subset}, cfg, pad_id, progress=progress)))
     sets = {**train_sets, **test_sets}
     everyone = [*originals.values(), *(t for o in oracles.values() for t in o.values()), *(t for _, t in subset_models)]
+    prefetch([(fn, (t, sets, pad_id), {}) for t in everyone for fn in (_scores, _token_scores) if not fn.is_cached(t, sets, pad_id)],
+             progress=progress, desc=f"scoring {family}")
     scores = {t.key: _scores(t, sets, pad_id) for t in bar(everyone, desc="scoring", enabled=progress)}
     tokens = {t.key: _token_scores(t, sets, pad_id) for t in everyone}
     rng = np.random.default_rng([preset.run, 7])

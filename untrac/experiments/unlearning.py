@@ -10,8 +10,10 @@ fine-tuned models:
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +29,7 @@ from ..unlearn.algorithms import (
     retain_sample_indices, unlearn_trajectory,
 )
 from ..unlearn.datamodels import Datamodel
+from ..parallel import prefetch
 from ..progress import bar
 from ..unlearn.margins import margins_from_logprobs, sequence_scores, split_tokens
 from .population import (  # re-exported: notebook 04 and its tests reach everything through this module
@@ -49,49 +52,61 @@ class UnlearningRuns:
     configs: dict[str, DeletionConfig] = field(default_factory=dict)
 
 
+def _unlearned_scores(key: str, algorithm: str, model: Any, forget: Any, retain: Any, budgets: Sequence[int], pad_id: int,
+                      config: DeletionConfig, targets: MatchTargets | None, eval_sets: Mapping[str, Any]
+                      ) -> dict[int, dict[str, np.ndarray]]:
+    """One unlearning run's scores of ``eval_sets`` after every budget, cached under ``key`` (in a worker or here)."""
+
+    def compute() -> dict[int, dict[str, np.ndarray]]:
+        return {steps: {n: sequence_scores(unlearned, ds, pad_id)[0] for n, ds in eval_sets.items()}
+                for steps, unlearned in unlearn_trajectory(algorithm, model, forget, retain, budgets, pad_id, config, targets)}
+
+    return cache.memoise("unlearning", key, compute)
+
+
 def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = ALGORITHMS[1:],
-                    progress: bool = True) -> UnlearningRuns:
+                    progress: bool = True, executor: cf.Executor | None = None) -> UnlearningRuns:
     """Unlearn every training set from every original with every algorithm, over the budgets.
 
     Oracle Matching for the original of seed ``s`` matches the oracle of the same seed (the model
     retraining would have produced), token by token; Datamodel Matching matches the original's token
     log-probabilities minus the forget set's coefficient in a datamodel of token log-probabilities
     (``dm``, the margin datamodel, gives DM-Direct). Every learning rate of ``preset.lrs`` is a
-    separate variant. Cached per (algorithm, learning rate, forget set, seed).
+    separate variant. Cached per (algorithm, learning rate, forget set, seed); the runs not yet cached
+    run in parallel (``executor``, default :func:`untrac.parallel.shared_pool`), each on one thread, so
+    the numbers are those of a sequential run.
     """
     preset = pop.preset
     sl, token_sl = set_slices(pop), set_slices(pop, tokens=True)
     eval_sets = pop.eval_sets()
     counts = {n: pop.scores[pop.originals[next(iter(pop.originals))].key][n][1] for n in pop.sets}
     token_dm = None
-    out: dict[tuple[str, str, int], dict[int, dict[str, np.ndarray]]] = {}
-    direct = {}
     variants = preset.variants(algorithms)
-    jobs = [(v, k, s) for s in pop.originals for k in pop.train_names for v in variants]
-    for (label, a, config), k, s in bar(jobs, desc=f"unlearning {pop.family}", enabled=progress):
-        original = pop.originals[s]
-        forget, retain = pop.train_sets[k], mixture(pop.train_sets, exclude=k)
-        targets = None
-        if a in MATCHING:
-            ridx = retain_sample_indices(len(retain), config.retain_sample, config.seed + pop.train_names.index(k))
-            source = pop.oracles[s][k] if a == "oracle matching" else original
-            target = matched_values(pop.tokens(source), k, ridx, pop.train_names)
-            if a == "datamodel matching":
-                token_dm = token_dm or fit_population_datamodel(pop, tokens=True)
-                effect = {n: split_tokens(token_dm.effect(k)[token_sl[n]], counts[n]) for n in pop.train_names}
-                target = target - matched_values(effect, k, ridx, pop.train_names)
-            targets = MatchTargets(matched_examples(forget, retain, ridx), target)
-        key = cache.fingerprint("unlearning", a, original.key, k, config, list(preset.budgets), dict(eval_sets),
-                                None if targets is None else ("tokens", targets.flat()), dict(pop.train_sets))
-
-        def compute() -> dict[int, dict[str, np.ndarray]]:
-            res = {}
-            for steps, model in unlearn_trajectory(a, original.model, forget, retain, preset.budgets, pop.pad_id,
-                                                   config, targets):
-                res[steps] = {n: sequence_scores(model, ds, pop.pad_id)[0] for n, ds in eval_sets.items()}
-            return res
-
-        out[(label, k, s)] = cache.memoise("unlearning", key, compute)
+    jobs = {}
+    for s in pop.originals:
+        for k in pop.train_names:
+            for label, a, config in variants:
+                original = pop.originals[s]
+                forget, retain = pop.train_sets[k], mixture(pop.train_sets, exclude=k)
+                targets = None
+                if a in MATCHING:
+                    ridx = retain_sample_indices(len(retain), config.retain_sample, config.seed + pop.train_names.index(k))
+                    source = pop.oracles[s][k] if a == "oracle matching" else original
+                    target = matched_values(pop.tokens(source), k, ridx, pop.train_names)
+                    if a == "datamodel matching":
+                        token_dm = token_dm or fit_population_datamodel(pop, tokens=True)
+                        effect = {n: split_tokens(token_dm.effect(k)[token_sl[n]], counts[n]) for n in pop.train_names}
+                        target = target - matched_values(effect, k, ridx, pop.train_names)
+                    targets = MatchTargets(matched_examples(forget, retain, ridx), target)
+                key = cache.fingerprint("unlearning", a, original.key, k, config, list(preset.budgets), dict(eval_sets),
+                                        None if targets is None else ("tokens", targets.flat()), dict(pop.train_sets))
+                jobs[(label, k, s)] = (key, a, original.model, forget, retain, list(preset.budgets), pop.pad_id, config,
+                                       targets, eval_sets)
+    prefetch([(_unlearned_scores, args, {}) for args in jobs.values() if not cache.is_complete(cache.entry("unlearning", args[0]))],
+             executor, progress=progress, desc=f"unlearning {pop.family}")
+    out = {job: _unlearned_scores(*args) for job, args in bar(jobs.items(), desc=f"unlearning {pop.family}",
+                                                              enabled=progress)}
+    direct = {}
     for s, original in pop.originals.items():
         m = pop.margins(original)
         for k in pop.train_names:
