@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import needs_mirror
+
 
 def test_sensitivity_presets_cover_the_paper_grid():
     import untrac
@@ -101,3 +103,27 @@ def test_ordering_verdicts_test_the_papers_orderings_on_paired_runs():
     assert out.loc[("UnTrac", "adam beats sgd"), "paper_difference"] == pytest.approx(0.419 + 0.147)
     row = out.loc[("UnTrac", "adam beats sgd")]
     assert row["ci_low"] < row["difference"] < row["ci_high"] and row["difference"] == pytest.approx(0.3, abs=0.05)
+
+
+@needs_mirror
+def test_the_runs_sent_to_workers_are_the_runs_the_cells_use(monkeypatch):
+    """Each grid's unlearning runs are computed in worker processes before the cells run: the calls sent
+    there must be exactly the cached attributions the cells then load (else the work is done twice)."""
+    import torch
+
+    import untrac
+    from untrac.experiments import corpora as ec, sensitivity, sweep as S
+    from untrac.experiments.setup import attribution_call
+
+    torch.set_num_threads(1)
+    setting = ec.corpora_setting(untrac.preset("corpora", "smoke", runs=1), "equal", progress=False)
+    grid = untrac.preset("sensitivity", "smoke", runs=1, epochs=1, optimizers=("sgd",), learning_rates=(5e-4,))
+    sent = []
+    monkeypatch.setattr(S, "prefetch", lambda calls, **kw: sent.extend(calls))
+    sensitivity.epoch_curves(setting, grid, progress=False)
+    sensitivity.optimizer_table(setting, grid, progress=False)
+    sensitivity.learning_rate_table(setting, grid, progress=False)
+    assert len(sent) == 2 * (len(grid.batch_sizes) + 1 + 1)  # one run per cell, both methods
+    assert len({(c[1][0], c[2]["config"]) for c in sent}) == len(sent)
+    for fn, args, kwargs in sent:  # each is now cached: a cell computed it
+        assert attribution_call(*args, config=kwargs["config"]) == []

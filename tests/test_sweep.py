@@ -17,6 +17,25 @@ def test_sweep_matches_cells_run_one_by_one():
     assert frame["score"].tolist() == expected
 
 
+def test_the_expensive_calls_of_uncached_cells_go_to_the_pool_first(monkeypatch):
+    from untrac.experiments import sweep as S
+
+    sent = []
+    monkeypatch.setattr(S, "prefetch", lambda calls, **kw: sent.append(list(calls)))
+
+    def fn(x):
+        return {"y": 2 * x}
+
+    def calls(x):
+        return [(print, (x,), {})]
+
+    S.sweep(fn, {"x": [1, 2]}, context="t-calls", progress=False)  # cells 1 and 2 cached, no calls hook
+    frame = S.sweep(fn, {"x": [1, 2, 3]}, context="t-calls", progress=False, calls=calls)
+    assert sent == [[(print, (3,), {})]] and frame["y"].tolist() == [2, 4, 6]  # only the uncached cell's calls
+    S.sweep(fn, {"x": [1, 2, 3]}, context="t-calls", progress=False, calls=calls)
+    assert sent[-1] == []
+
+
 class Interrupted(Exception):
     """Stands in for a run killed half-way (Ctrl-C, a lost machine)."""
 

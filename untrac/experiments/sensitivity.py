@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 
 from ..evaluate import correlation, select_testset
 from ..truth import ceiling as truth_ceiling
-from .setup import cached_attribute
+from .setup import attribution_call, cached_attribute
 from .corpora import CorporaSetting
 from ..methods.result import Influence
 from ..methods.untrac import UnlearnConfig
@@ -75,15 +76,29 @@ def ceiling(setting: CorporaSetting, testset: str = "toxigen") -> float | None:
     return None if row is None else correlation(select_testset(row, testset), setting.truth_for(testset, seed=seed))
 
 
+def _attribution(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int, testset: str) -> tuple:
+    """The arguments of the unlearning run behind one grid cell: the method on the first seed's base model,
+    run ``run``'s training sample and ``testset``, with the unlearning order seeded by the run."""
+    return method, setting.base, setting.sample(run), setting.testset(testset), setting.pad_id, dataclasses.replace(config, seed=run)
+
+
+def _runs_first(setting: CorporaSetting, preset: SensitivityPreset, config_of: Callable[..., UnlearnConfig]) -> Callable[..., list]:
+    """For :func:`sweep`'s ``calls``: a cell's unlearning run (config ``config_of(**cell)``), unless cached."""
+
+    def calls(method: str, run: int, **axis: Any) -> list:
+        *args, seeded = _attribution(setting, method, config_of(method=method, run=run, **axis), run, preset.testset)
+        return attribution_call(*args, config=seeded)
+
+    return calls
+
+
 def curve(setting: CorporaSetting, method: str, config: UnlearnConfig, run: int, testset: str = "toxigen") -> pd.DataFrame:
     """Pearson and Spearman with the ground truth at every evaluation point of one unlearning run,
     with how far unlearning has moved the losses: ``mean_change`` (nats, over every training x test
     pair) and ``spread`` (:func:`spread`), to set beside the truth's spread (over-unlearning shows as a
     mean change far above it)."""
-    sample = setting.sample(run)
-    tests = setting.testset(testset)
-    influence = cached_attribute(method, setting.base, sample, tests, setting.pad_id, progress=False,
-                                 config=dataclasses.replace(config, seed=run))
+    *args, seeded = _attribution(setting, method, config, run, testset)
+    influence = cached_attribute(*args, progress=False, config=seeded)
     truth = setting.truth_for(testset, seed=setting.seeds[0])  # the other seeds' truth (notebook 02's run 0)
     n = _sized(setting, method, run, testset)
     per_epoch = math.ceil(n / (config.batch_size or n))
@@ -100,15 +115,18 @@ def epoch_curves(setting: CorporaSetting, preset: SensitivityPreset, methods: Se
                  progress: bool = True) -> pd.DataFrame:
     """Figure 3: correlation over unlearning epochs for each method and batch size, every run."""
 
-    def cell(method: str, batch_size: int | None, run: int) -> pd.DataFrame:
+    def config(method: str, batch_size: int | None, run: int) -> UnlearnConfig:
         n = _sized(setting, method, run, preset.testset)
         per_epoch = math.ceil(n / (batch_size or n))
-        cfg = dataclasses.replace(base_config(setting, method), batch_size=batch_size, steps=None,
-                                  epochs=preset.epochs, eval_every=max(1, per_epoch // preset.evals_per_epoch))
-        return curve(setting, method, cfg, run, preset.testset)
+        return dataclasses.replace(base_config(setting, method), batch_size=batch_size, steps=None,
+                                   epochs=preset.epochs, eval_every=max(1, per_epoch // preset.evals_per_epoch))
+
+    def cell(method: str, batch_size: int | None, run: int) -> pd.DataFrame:
+        return curve(setting, method, config(method, batch_size, run), run, preset.testset)
 
     grid = {"method": list(methods), "batch_size": list(preset.batch_sizes), "run": list(range(preset.runs))}
-    frame = sweep(cell, grid, context=_context("figure3", setting, preset), progress=progress, version=CURVE_VERSION)
+    frame = sweep(cell, grid, context=_context("figure3", setting, preset), progress=progress, version=CURVE_VERSION,
+                  calls=_runs_first(setting, preset, config))
     frame["batch"] = [str(b) if b is not None else "whole set" for b in frame["batch_size"]]
     return frame
 
@@ -117,12 +135,15 @@ def optimizer_table(setting: CorporaSetting, preset: SensitivityPreset, methods:
                     progress: bool = True) -> pd.DataFrame:
     """Table 4 (top): correlation after the preset's unlearning with each optimizer, every run."""
 
+    def config(method: str, optimizer: str, run: int) -> UnlearnConfig:
+        return dataclasses.replace(base_config(setting, method), optimizer=optimizer, eval_every=None)
+
     def cell(method: str, optimizer: str, run: int) -> pd.DataFrame:
-        cfg = dataclasses.replace(base_config(setting, method), optimizer=optimizer, eval_every=None)
-        return curve(setting, method, cfg, run, preset.testset).tail(1)
+        return curve(setting, method, config(method, optimizer, run), run, preset.testset).tail(1)
 
     grid = {"method": list(methods), "optimizer": list(preset.optimizers), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=_context("table4-optimizer", setting, preset), progress=progress, version=CURVE_VERSION)
+    return sweep(cell, grid, context=_context("table4-optimizer", setting, preset), progress=progress, version=CURVE_VERSION,
+                 calls=_runs_first(setting, preset, config))
 
 
 def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, methods: Sequence[str] = METHODS,
@@ -133,10 +154,14 @@ def learning_rate_table(setting: CorporaSetting, preset: SensitivityPreset, meth
     """
     scales = {method: lr_scale(setting, preset, method) for method in methods}
 
+    def config(method: str, paper_lr: float, run: int) -> UnlearnConfig:
+        return dataclasses.replace(base_config(setting, method), optimizer="adam", lr=paper_lr * scales[method],
+                                   eval_every=None)
+
     def cell(method: str, paper_lr: float, run: int) -> pd.DataFrame:
-        cfg = dataclasses.replace(base_config(setting, method), optimizer="adam", lr=paper_lr * scales[method],
-                                  eval_every=None)
+        cfg = config(method, paper_lr, run)
         return curve(setting, method, cfg, run, preset.testset).tail(1).assign(lr=cfg.lr)
 
     grid = {"method": list(methods), "paper_lr": list(preset.learning_rates), "run": list(range(preset.runs))}
-    return sweep(cell, grid, context=_context("table4-lr", setting, preset), progress=progress, version=CURVE_VERSION)
+    return sweep(cell, grid, context=_context("table4-lr", setting, preset), progress=progress, version=CURVE_VERSION,
+                 calls=_runs_first(setting, preset, config))

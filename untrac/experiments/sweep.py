@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 from .. import cache
+from ..parallel import Call, prefetch
 from ..progress import bar
 
 
@@ -33,6 +34,7 @@ def sweep(
     use_cache: bool = True,
     progress: bool = True,
     version: int = 1,
+    calls: Callable[..., list[Call]] | None = None,
 ) -> pd.DataFrame:
     """Run ``fn(**cell)`` over the grid; return a tidy frame with one column per grid axis.
 
@@ -41,11 +43,18 @@ def sweep(
     results depend on (the function's name and version, model keys, data, fixed settings); it is
     part of every cell's cache key, with ``fn``'s qualified name and ``version`` (bump it when
     ``fn``'s output changes: cells are then recomputed).
+
+    ``calls(**cell)``, if given, lists the expensive cached calls a cell makes (``(function, args,
+    kwargs)``, e.g. :func:`untrac.experiments.setup.attribution_call`): those of the cells not yet
+    cached run first in worker processes (:func:`untrac.parallel.prefetch`), then every cell here.
     """
     frames = []
     name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-    for cell in bar(grid_cells(grid), enabled=progress, desc="sweep"):
-        key = cache.fingerprint("sweep", name, version, context, cell)
+    cells = [(cell, cache.fingerprint("sweep", name, version, context, cell)) for cell in grid_cells(grid)]
+    if calls is not None and use_cache:
+        prefetch([c for cell, key in cells if not cache.is_complete(cache.entry("sweep", key)) for c in calls(**cell)],
+                 progress=progress, desc="sweep cells")
+    for cell, key in bar(cells, enabled=progress, desc="sweep"):
         result = cache.memoise("sweep", key, lambda: fn(**cell), use_cache=use_cache, producer=name, version=version)
         frame = result.copy() if isinstance(result, pd.DataFrame) else pd.DataFrame([dict(result)])
         for name, value in reversed(list(cell.items())):
