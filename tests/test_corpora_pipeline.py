@@ -407,3 +407,23 @@ def test_heldout_truth_ceiling_and_seed_noise_by_hand():
     assert noise["ratio_corrected"] == pytest.approx(want / (noise["seed_sd"] / np.sqrt(3)))
     assert noise["ratio_one_seed_corrected"] == pytest.approx(want / noise["seed_sd"])
     assert np.isnan(seed_noise([truths[0]])["ratio"]) and np.isnan(seed_noise([truths[0]])["ratio_corrected"])
+
+
+@needs_mirror
+def test_the_truths_sent_to_workers_are_the_truths_the_setting_uses(monkeypatch):
+    import torch
+
+    from untrac import preset
+    from untrac.experiments import corpora as ec
+    from untrac.truth import cached_ground_truth
+
+    torch.set_num_threads(1)
+    sent = []
+    monkeypatch.setattr(ec, "prefetch", lambda calls, **kw: sent.extend(calls))
+    ec._LOADED.clear()
+    s = ec.corpora_setting(preset("corpora", "smoke", seeds=(0, 1)), "equal", progress=False)
+    truths = [(args, kwargs) for fn, args, kwargs in sent if fn is cached_ground_truth]
+    assert len(truths) == 2  # one per seed, none for models already cached
+    for args, kwargs in truths:  # each is the entry the setting then used
+        assert cached_ground_truth.is_cached(*args, **kwargs)
+    np.testing.assert_array_equal(cached_ground_truth(*truths[1][0]).values, s.truths[1].values)

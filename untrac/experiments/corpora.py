@@ -227,11 +227,15 @@ def corpora_setting(preset: CorporaPreset, setting: str = "equal", classic: bool
         if want_classic:
             calls += _classic_calls(inits[preset.seeds[0]], train_sets, preset, pad)
         prefetch(calls, progress=progress, desc=f"{setting} sizes: models")
-        bases, counterfactuals, truths = {}, {}, {}
+        bases, counterfactuals = {}, {}
         for seed, init in inits.items():
             bases[seed], counterfactuals[seed] = leave_dataset_out(init, train_sets, preset.train, pad,
                                                                    anneal=preset.anneal, seed=seed, progress=progress)
-            truths[seed] = cached_ground_truth(bases[seed], counterfactuals[seed], tests, pad)
+        # each seed's truth evaluates its 9 models on every test subset: in parallel too
+        prefetch([(cached_ground_truth, (bases[s], counterfactuals[s], tests, pad), {}) for s in inits
+                  if not cached_ground_truth.is_cached(bases[s], counterfactuals[s], tests, pad)],
+                 progress=progress, desc=f"{setting} sizes: ground truths")
+        truths = {seed: cached_ground_truth(bases[seed], counterfactuals[seed], tests, pad) for seed in inits}
         out = _LOADED[memo] = CorporaSetting(preset, setting, tokenizer, train_sets, tests, bases, counterfactuals, truths)
     if want_classic and out.classic is None:
         init = initial_model(preset, out.tokenizer, out.seeds[0])
