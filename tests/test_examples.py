@@ -4,6 +4,7 @@ value, agreement with exact leave-one-example-out retraining, and the ranked tex
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from datasets import Dataset, concatenate_datasets
@@ -252,3 +253,22 @@ def test_spearman_chance_is_the_5_percent_level_of_independent_rankings():
     null = [_spearman(rng.permutation(24), np.arange(24)) for _ in range(20_000)]
     assert abs(np.quantile(null, 0.95) - spearman_chance(24)) < 0.02
     assert abs(spearman_chance(12) - 0.497) < 0.01
+
+
+@needs_mirror
+def test_the_example_check_is_the_same_in_worker_processes_and_cached(monkeypatch, tmp_path):
+    """Notebook 02's leave-one-block-out check: its retrainings run in worker processes with the numbers
+    of a sequential run (float64, one thread each), and the whole check is cached."""
+    from untrac import preset, training
+    from untrac.experiments import corpora as ec, examples as ex
+
+    torch.set_num_threads(1)
+    setting = ec.corpora_setting(preset("corpora", "smoke", seeds=(0,), runs=1), "equal", progress=False)
+    checked, effects = ex.leave_one_block_out(setting, per_corpus=1, steps=3, methods=("GradDot",))
+    assert len(effects) == 8 and len(checked) == len(setting.tests) and np.abs(effects.iloc[:, 2:].to_numpy()).max() > 0
+    monkeypatch.setenv("UNTRAC_CACHE", str(tmp_path / "parallel"))
+    monkeypatch.setenv("UNTRAC_WORKERS", "2")
+    _, again = ex.leave_one_block_out(setting, per_corpus=1, steps=3, methods=("GradDot",))
+    pd.testing.assert_frame_equal(again, effects, check_exact=True)
+    monkeypatch.setattr(training, "batch_loss", lambda *a: pytest.fail("the cached check trained again"))
+    pd.testing.assert_frame_equal(ex.leave_one_block_out(setting, per_corpus=1, steps=3, methods=("GradDot",))[0], checked)

@@ -69,3 +69,15 @@ def test_any_executor_can_stand_in_for_the_pool(tiny):
     with cf.ThreadPoolExecutor(2) as pool:
         parallel.prefetch(training.leave_dataset_out_calls(model, train_sets, _cfg(), pad), pool, progress=False)
     assert training.leave_dataset_out_calls(model, train_sets, _cfg(), pad) == []
+
+
+def test_gather_returns_results_in_order_on_any_executor(monkeypatch):
+    from untrac import parallel
+
+    calls = [(pow, (2, k), {}) for k in range(6)]
+    monkeypatch.setenv("UNTRAC_WORKERS", "1")
+    assert parallel.gather(calls) == [1, 2, 4, 8, 16, 32]  # one worker: here, in order
+    with cf.ThreadPoolExecutor(3) as pool:
+        assert parallel.gather(calls, pool) == [1, 2, 4, 8, 16, 32]
+        with pytest.raises(ZeroDivisionError):
+            parallel.gather([(divmod, (1, 0), {})] + calls, pool)

@@ -197,5 +197,18 @@ def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, prog
     return len(calls)
 
 
+def gather(calls: Iterable[Call], executor: cf.Executor | None = None) -> list[Any]:
+    """The results of ``calls``, in order, computed on ``executor`` (default: :func:`shared_pool`; with
+    one local worker, here one after the other): for independent work whose small results are not
+    worth a cache entry each. The first error is raised."""
+    calls = list(calls)
+    if executor is None and (len(calls) <= 1 or (executor_spec() == "local" and worker_count() <= 1)):
+        return [fn(*args, **kwargs) for fn, args, kwargs in calls]
+    pool = shared_pool() if executor is None else executor
+    with _main_not_reimported():
+        futures = [pool.submit(fn, *args, **kwargs) for fn, args, kwargs in calls]
+    return [f.result() for f in futures]
+
+
 __all__ = ["CPUS_VAR", "ENV_VAR", "EXECUTOR_VAR", "GPUS_VAR", "Call", "InlineExecutor", "executor_from", "executor_spec",
-           "local_pool", "prefetch", "shared_pool", "worker_count", "worker_env"]
+           "gather", "local_pool", "prefetch", "shared_pool", "worker_count", "worker_env"]

@@ -18,17 +18,21 @@ beyond 0.34 has under 5% chance of arising from independent rankings (:func:`spe
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from datasets import Dataset, concatenate_datasets
 from scipy import stats
-from datasets import concatenate_datasets
+from torch import nn
 
+from .. import cache
 from ..methods import METHODS, attribute
 from ..methods.untrac import UnlearnConfig
 from ..models import evaluation_batches, set_losses
-from ..training import TrainConfig, train
+from ..parallel import gather
+from ..training import TrainConfig, Trained, train
 from .corpora import CorporaSetting
 
 EXAMPLE_METHODS = ("UnTrac-Inv", "GradDot", "GradCos", "TracIn", "EK-FAC", "TRAK")
@@ -48,34 +52,45 @@ def leave_one_block_out(setting: CorporaSetting, run: int = 0, per_corpus: int =
     """``(correlations, effects)``: per method and test subset the rank (Spearman) and linear (Pearson)
     correlation of its per-block scores with the exact leave-one-block-out effects; and the effects
     (one row per pool block: corpus, block index in the run's sample, and its effect on every subset).
-    ``methods``: default the installed ones of :data:`EXAMPLE_METHODS`."""
+    ``methods``: default the installed ones of :data:`EXAMPLE_METHODS`. Cached; the retrainings run in
+    worker processes."""
     methods = [m for m in EXAMPLE_METHODS if m in METHODS] if methods is None else list(methods)
-    sample, pad = setting.sample(run), setting.pad_id
+    return _leave_one_block_out(setting.base, setting.sample(run), setting.tests, setting.pad_id, per_corpus, steps, lr,
+                                tuple(methods), progress=progress)
+
+
+def _without(init: nn.Module, pool: Dataset, i: int, config: TrainConfig, pad: int, tests: Any) -> np.ndarray:
+    """The test subsets' losses after the fine-tuning without pool block ``i``."""
+    kept = pool.select([j for j in range(len(pool)) if j != i])
+    return set_losses(train(init, {"pool": kept}, config, pad, use_cache=False, progress=False).model, tests)
+
+
+@cache.cached("examples", version=1)
+def _leave_one_block_out(base: Trained, sample: Mapping[str, Dataset], test_sets: Mapping[str, Dataset], pad: int,
+                         per_corpus: int, steps: int, lr: float, methods: tuple[str, ...], progress: bool = False
+                         ) -> tuple[pd.DataFrame, pd.DataFrame]:
     chosen = {name: ds.select(range(min(per_corpus, len(ds)))) for name, ds in sample.items()}
     pool = concatenate_datasets(list(chosen.values()))
     origin = [(name, i) for name, ds in chosen.items() for i in range(len(ds))]
     n = len(pool)
-    init = copy.deepcopy(setting.base.model).double()
+    init = copy.deepcopy(base.model).double()
     config = TrainConfig(steps=steps, batch_size=n, lr=lr, optimizer="sgd", clip=None, checkpoint_every=1)
-    tests = evaluation_batches(init, setting.tests, pad)
+    tests = evaluation_batches(init, test_sets, pad)
     tuned = train(init, {"pool": pool}, config, pad, progress=progress)
     base_loss = set_losses(tuned.model, tests)
-    effects = np.stack([
-        set_losses(train(init, {"pool": pool.select([j for j in range(n) if j != i])}, config, pad, use_cache=False,
-                         progress=False).model, tests) - base_loss
-        for i in range(n)])  # [n, S]
+    effects = np.stack(gather((_without, (init, pool, i, config, pad, tests), {}) for i in range(n))) - base_loss  # [n, S]
     checkpoints = [init.state_dict()] + tuned.checkpoint_states()[:-1]  # the weights each step's gradient was taken at
     rows = []
     for method in methods:
         extra = {"checkpoints": checkpoints, "learning_rates": [lr] * steps} if method == "TracIn" else {}
-        result = attribute(method, tuned.model, {"pool": pool}, setting.tests, pad, progress=progress,
+        result = attribute(method, tuned.model, {"pool": pool}, test_sets, pad, progress=progress,
                            **extra, **_settings(method, n, lr))
         scores = result.example_values["pool"]
-        for s, subset in enumerate(setting.tests):
+        for s, subset in enumerate(test_sets):
             rows.append({"method": method, "test": subset, "testset": subset.split("/", 1)[0],
                          "spearman": float(stats.spearmanr(scores[:, s], effects[:, s])[0]),
                          "pearson": float(np.corrcoef(scores[:, s], effects[:, s])[0, 1])})
-    effect_frame = pd.DataFrame(effects, columns=list(setting.tests))
+    effect_frame = pd.DataFrame(effects, columns=list(test_sets))
     effect_frame.insert(0, "block", [i for _, i in origin])
     effect_frame.insert(0, "corpus", [c for c, _ in origin])
     return pd.DataFrame(rows), effect_frame
