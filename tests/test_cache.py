@@ -334,6 +334,10 @@ def test_entries_record_their_cost_net_of_the_entries_they_compute(tiny, tmp_pat
     assert cache.memoise("test", "outer", outer) == 2
     assert cache.memoise("test", "outer", lambda: pytest.fail("recomputed")) == 2  # a hit: listed once
     seconds = {(e["kind"], e["key"]): e["seconds"] for e in cache.ledger(tmp_path / "ledger.jsonl")}
+    # a warm run opens only the outer entry, yet its ledger lists what a cold run computes: the inner ones too
+    monkeypatch.setenv(cache.LEDGER_VAR, str(tmp_path / "warm.jsonl"))
+    assert cache.memoise("test", "outer", lambda: pytest.fail("recomputed")) == 2
+    assert {(e["kind"], e["key"]): e["seconds"] for e in cache.ledger(tmp_path / "warm.jsonl")} == seconds
     model_key = next(k for kind, k in seconds if kind == "models")
     trained_s = cache.load_json(cache.entry("models", model_key) / cache.META)["seconds"]
     assert len(seconds) == 3 and seconds[("test", "inner")] >= 0.3 and trained_s > 0.3
@@ -380,3 +384,16 @@ def test_a_cached_function_says_whether_a_call_is_served_from_the_cache():
     assert not double.is_cached(3)
     assert double(3) == 6 and double.is_cached(3) and double.is_cached(3, progress=False)  # progress: not in the key
     assert not double.is_cached(4)
+
+
+def test_cost_table_rows_of_a_later_run_replace_the_same_notebooks_rows(tmp_path):
+    from untrac.run_notebooks import cost_table, write_cost_table
+
+    def one(name, wall):
+        return (name, wall, 0.0, [{"kind": "models", "key": name, "what": None, "seconds": wall, "written": 1.0}])
+
+    write_cost_table(cost_table([one("01_a", 5.0), one("02_b", 7.0)], "mini"), tmp_path)
+    write_cost_table(cost_table([one("01_a", 9.0)], "mini"), tmp_path)  # notebook 01 again, alone
+    table = pd.read_csv(tmp_path / "run_cost.csv")
+    assert table[table.what == "models"].set_index("notebook")["core_seconds"].to_dict() == {"01_a": 9.0, "02_b": 7.0}
+    assert list(table.notebook) == sorted(table.notebook) and "| 02_b | mini | models |" in (tmp_path / "run_cost.md").read_text()

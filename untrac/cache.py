@@ -286,12 +286,17 @@ def verify(directory: Path) -> dict[str, Any]:
     return meta
 
 
-_NESTED: list[float] = []  # per computation in progress in this process: seconds spent in stored ones it made
-
-
 @dataclasses.dataclass
 class Cost:
+    """One entry's computation in progress: its own seconds once done (:func:`costing`), the seconds of
+    the stored computations it made on the way, and every entry it used (kept in its ``meta.json``)."""
+
     seconds: float = 0.0
+    nested: float = 0.0
+    uses: list[list[str]] = dataclasses.field(default_factory=list)
+
+
+_OPEN: list[Cost] = []  # the computations in progress in this process, innermost last
 
 
 @contextlib.contextmanager
@@ -299,36 +304,52 @@ def costing() -> Iterator[Cost]:
     """Time the computation of an entry, net of the entries it computes itself (a pretrained base
     model inside its index entry), so that a ledger's sum counts every second once."""
     cost = Cost()
-    _NESTED.append(0.0)
+    _OPEN.append(cost)
     t0 = time.perf_counter()
     try:
         yield cost
     finally:
         elapsed = time.perf_counter() - t0
-        cost.seconds = elapsed - _NESTED.pop()
-        if _NESTED:
-            _NESTED[-1] += elapsed
+        _OPEN.pop()
+        cost.seconds = elapsed - cost.nested
+        if _OPEN:
+            _OPEN[-1].nested += elapsed
 
 
 def spent(seconds: float) -> None:
     """Count ``seconds`` of a stored computation timed without :func:`costing` (training records its own
     loop time) as nested in the computation in progress, if any."""
-    if _NESTED:
-        _NESTED[-1] += seconds
+    if _OPEN:
+        _OPEN[-1].nested += seconds
 
 
 def _record(directory: Path, meta: dict[str, Any]) -> None:
-    """Append the entry to the ledger named by ``$UNTRAC_LEDGER``, if any: its kind, key, what made it,
-    the seconds its computation took and when it was written. Never fails the run (a worker on a
-    machine without the file's directory writes nothing)."""
+    """Note that the run used this entry: in the computation in progress (its ``uses``), and in the ledger
+    named by ``$UNTRAC_LEDGER``, if any — the entry's kind, key, what made it, the seconds its computation
+    took and when it was written, then the same for every entry its computation used (a cold run computes
+    those too, though a warm run never opens them). Never fails the run (a worker on a machine without the
+    ledger's directory writes nothing)."""
+    if _OPEN:
+        _OPEN[-1].uses.append([directory.parent.name, directory.name])
     path = os.environ.get(LEDGER_VAR)
     if not path:
         return
+    lines, todo, seen = [], [(directory, meta)], set()
+    while todo:
+        where, info = todo.pop()
+        if where in seen:
+            continue
+        seen.add(where)
+        with contextlib.suppress(OSError):
+            lines.append(json.dumps({"kind": where.parent.name, "key": where.name,
+                                     "what": info.get("method") or info.get("producer"), "seconds": info.get("seconds"),
+                                     "written": (where / META).stat().st_mtime}))
+        for kind, key in info.get("uses") or []:
+            with contextlib.suppress(OSError, ValueError):
+                todo.append((entry(kind, key), load_json(entry(kind, key) / META)))
     with contextlib.suppress(OSError):
-        line = {"kind": directory.parent.name, "key": directory.name, "what": meta.get("method") or meta.get("producer"),
-                "seconds": meta.get("seconds"), "written": (directory / META).stat().st_mtime}
-        with open(path, "a") as f:  # one short line per append: whole lines even with several workers
-            f.write(json.dumps(line) + "\n")
+        with open(path, "a") as f:  # short appends: whole lines even with several workers
+            f.write("".join(line + "\n" for line in lines))
 
 
 def ledger(path: Path) -> list[dict[str, Any]]:
@@ -382,11 +403,11 @@ def memoise(kind: str, key: str, compute: Callable[[], Any], use_cache: bool = T
                 discard(where, f"cache entry {where} is corrupt ({err})")
         with costing() as cost:
             value = compute()
-        seconds = round(cost.seconds, 3)  # what the entry cost: the cold-run ledger sums it
         try:
             with atomic_dir(where) as tmp:
                 codec.write(value, tmp)
-                seal(tmp, kind=kind, key=key, seconds=seconds, **info)
+                # what the entry cost (the cold-run ledger sums it) and the entries its computation used
+                seal(tmp, kind=kind, key=key, seconds=round(cost.seconds, 3), uses=cost.uses, **info)
             with contextlib.suppress(OSError, ValueError):
                 _record(where, load_json(where / META))
         except PermissionError as err:
