@@ -43,7 +43,7 @@ def run(scale: str, figures: Path, only: list[str] | None = None, notebooks: Pat
     figures = figures.resolve()
     executed = figures / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    done, costs = [], []
+    done, costs, given = [], [], os.environ.get(cache.LEDGER_VAR)
     with tempfile.TemporaryDirectory(prefix="untrac-ledger-") as ledgers:
         for nb in sorted(notebooks.glob("[0-9][0-9]_*.ipynb")):
             if only and not any(nb.name.startswith(o) for o in only):
@@ -59,6 +59,8 @@ def run(scale: str, figures: Path, only: list[str] | None = None, notebooks: Pat
                                            cwd=str(notebooks), kernel_name="python3", progress_bar=False)
             finally:
                 os.environ.pop(cache.LEDGER_VAR, None)
+                if given is not None:  # the caller's own ledger, if any, is theirs again
+                    os.environ[cache.LEDGER_VAR] = given
             costs.append((nb.stem, time.time() - start, start, cache.ledger(ledger)))
             done.append(out)
     if costs:
