@@ -83,12 +83,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.levers:
-        from .levers import run_levers, trak_sketch
+        from .levers import ensemble, run_levers, trak_sketch
 
         rows, workload = run_levers(device, reps=3 if args.quick else 7)
+        ens_rows, ens_workload = ensemble(device, reps=2 if args.quick else 5)
         trak_rows, trak_workload = trak_sketch(device, reps=1 if args.quick else 2)
         body = (f"## Speed levers at the mini models' shapes (issue 13)\n\n{stamp}; {machine}; {workload}; "
                 f"{time.perf_counter() - started:.0f} s. One AdamW training step; see bench/levers.py.\n\n" + table(rows)
+                + f"\n\n### K models as one torch.func ensemble\n\n{ens_workload}.\n\n" + table(ens_rows)
                 + f"\n\n### Work not redone: TRAK's projection sketch\n\n{trak_workload}.\n\n" + table(trak_rows))
         print(body)
         write_section(args.out, "levers", body)

@@ -11,7 +11,9 @@ for each lever on its own and combined:
   :class:`untrac.accel.Accel` does), on a CPU with native bf16 (AMX / avx512_bf16) where present;
 * ``fused AdamW``: ``torch.optim.AdamW(fused=True)`` instead of the for-loop default on CPU.
 
-and one piece of work that was done again and again: TRAK's projection sketch (``untrac.methods.trak``), kept
+then batching K models as one ``torch.func`` ensemble (``stack_module_state`` + ``vmap(grad(...))``: K
+training steps as one) against the same K steps one model after the other (:func:`ensemble`), and one piece
+of work that was done again and again: TRAK's projection sketch (``untrac.methods.trak``), kept
 against traker's ``BasicProjector`` redrawing it for every batch, at the synthetic mini model's gradient size.
 
 Variants run round-robin in one process (:func:`bench.common.interleaved`), ratios are medians over
@@ -20,6 +22,7 @@ tied LM head included) against a measured fp32 GEMM rate of this core (:func:`be
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -124,3 +127,54 @@ def trak_sketch(device: torch.device, reps: int = 2, n_train: int = 640, n_test:
     return rows, (f"{reps} interleaved rounds; 4-layer OPT, d 128, vocab 4,096 ({grad_dim:,} gradient dimensions), "
                   f"{n_train} training + {n_test} test examples of 48 tokens, proj_dim 512, batch 64; same scores bit for bit "
                   "(tests/test_peers.py)")
+
+
+def ensemble(device: torch.device, k: int = 4, reps: int = 5, steps: int = 3) -> tuple[list[dict], str]:
+    """K corpora-mini-shaped models: one vmapped training step of all K (``torch.func``) against K ordinary steps.
+
+    Plain SGD updates on both sides (the comparison is the forward/backward; an optimizer would cost the same
+    per parameter either way). HF's OPT only vmaps without an attention mask (its mask building branches on
+    the data), so both sides run with none: a causal model on unpadded blocks.
+    """
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    batch, block, vocab = 8, 64, 4096
+    config = OPTConfig(vocab_size=vocab, hidden_size=128, word_embed_proj_dim=128, num_hidden_layers=1, ffn_dim=512,
+                       num_attention_heads=4, max_position_embeddings=256, dropout=0.0, attention_dropout=0.0)
+    torch.manual_seed(0)
+    models = [OPTForCausalLM(config).to(device).train() for _ in range(k)]
+    ids = torch.randint(4, vocab, (k, batch, block), generator=torch.Generator().manual_seed(0)).to(device)
+    params, buffers = stack_module_state(models)
+    skeleton = copy.deepcopy(models[0]).to("meta")
+
+    def nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, vocab), x[:, 1:].reshape(-1))
+
+    def loss(p: dict, b: dict, x: torch.Tensor) -> torch.Tensor:
+        return nll(functional_call(skeleton, (p, b), (x,)).logits, x)
+
+    def vmapped() -> int:
+        for _ in range(steps):
+            g = vmap(grad(loss))(params, buffers, ids)
+            with torch.no_grad():
+                for name in params:
+                    params[name].sub_(1e-4 * g[name])
+        return steps * k * batch * block
+
+    def one_by_one() -> int:
+        for _ in range(steps):
+            for m, x in zip(models, ids):
+                m.zero_grad(set_to_none=True)
+                nll(m(input_ids=x).logits, x).backward()
+                with torch.no_grad():
+                    for q in m.parameters():
+                        q.sub_(1e-4 * q.grad)
+        return steps * k * batch * block
+
+    series = interleaved({f"{k} models one after the other": one_by_one, f"{k} models as one vmapped ensemble": vmapped},
+                         reps, device)
+    before, now = series.values()
+    rows = [{"variant": s.name, "ms per model-step": f"{1e3 * float(np.median(s.seconds())) / (steps * k):.1f}",
+             "speed-up": f"{paired_ratio(s, before):.2f}x"} for s in (before, now)]
+    return rows, (f"{reps} interleaved rounds of {steps} steps; corpora mini model (1-layer OPT, d 128, vocab 4,096), "
+                  f"batch {batch} x {block} tokens per model, {torch.get_num_threads()} thread(s)")
