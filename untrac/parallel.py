@@ -172,6 +172,11 @@ def _shutdown_shared() -> None:
     _SHARED.clear()
 
 
+def _here(calls: list[Call], executor: cf.Executor | None) -> bool:
+    """Whether ``calls`` stay in this process: no executor given, and one call or one local worker."""
+    return executor is None and (len(calls) <= 1 or (executor_spec() == "local" and worker_count() <= 1))
+
+
 def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, progress: bool = True,
              desc: str = "in parallel") -> int:
     """Run ``calls`` on ``executor`` (default: :func:`shared_pool`) so that their results are in
@@ -183,7 +188,7 @@ def prefetch(calls: Iterable[Call], executor: cf.Executor | None = None, *, prog
     from .progress import bar
 
     calls = list(calls)
-    if executor is None and (len(calls) <= 1 or (executor_spec() == "local" and worker_count() <= 1)):
+    if _here(calls, executor):
         return 0
     pool = shared_pool() if executor is None else executor
     with _main_not_reimported():  # the pool's workers start at the first submit
@@ -202,7 +207,7 @@ def gather(calls: Iterable[Call], executor: cf.Executor | None = None) -> list[A
     one local worker, here one after the other): for independent work whose small results are not
     worth a cache entry each. The first error is raised."""
     calls = list(calls)
-    if executor is None and (len(calls) <= 1 or (executor_spec() == "local" and worker_count() <= 1)):
+    if _here(calls, executor):
         return [fn(*args, **kwargs) for fn, args, kwargs in calls]
     pool = shared_pool() if executor is None else executor
     with _main_not_reimported():

@@ -82,12 +82,12 @@ def unlearning_runs(pop: Population, dm: Datamodel, algorithms: Sequence[str] = 
     counts = {n: pop.scores[pop.originals[next(iter(pop.originals))].key][n][1] for n in pop.sets}
     token_dm = None
     variants = preset.variants(algorithms)
+    retains = {k: mixture(pop.train_sets, exclude=k) for k in pop.train_names}  # one per forget set, shared by its runs
     jobs = {}
-    for s in pop.originals:
+    for s, original in pop.originals.items():
         for k in pop.train_names:
+            forget, retain = pop.train_sets[k], retains[k]
             for label, a, config in variants:
-                original = pop.originals[s]
-                forget, retain = pop.train_sets[k], mixture(pop.train_sets, exclude=k)
                 targets = None
                 if a in MATCHING:
                     ridx = retain_sample_indices(len(retain), config.retain_sample, config.seed + pop.train_names.index(k))
